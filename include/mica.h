@@ -1,0 +1,126 @@
+/*
+ * mica.h - the public C API of libmica.
+ *
+ * What another program links against: load a GGUF model, tokenize, evaluate batches of
+ * tokens into logits, sample. Every function that can fail returns a mica_status (0 = ok)
+ * and, when given a mica_err, fills it with a one-line message that names the file, key,
+ * tensor or offset at fault. The library never exits the process and never prints.
+ */
+#ifndef MICA_H
+#define MICA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum mica_status {
+    MICA_OK = 0,
+    MICA_EIO,          /* a file could not be opened, read, mapped or written */
+    MICA_EFORMAT,      /* the bytes are not what the format says they must be */
+    MICA_EUNSUPPORTED, /* valid, but not something mica implements (arch, tensor type) */
+    MICA_ENOMEM,       /* an allocation failed or a cap was reached */
+    MICA_EINVAL,       /* a caller passed an argument outside its domain */
+    MICA_ERANGE,       /* a value (position, token id, count) is out of range */
+} mica_status;
+
+#define MICA_ERR_MSG_MAX 512
+
+typedef struct mica_err {
+    mica_status status;
+    char msg[MICA_ERR_MSG_MAX]; /* "FILE: what is wrong (key/tensor, offset)" */
+} mica_err;
+
+/* A short English name of a status ("format error", ...). */
+const char *mica_status_str(mica_status s);
+
+/* ---- models -------------------------------------------------------------------------- */
+
+typedef struct mica_model mica_model;
+typedef int32_t mica_token;
+
+/* Maps a GGUF file and binds its tensors; the weights stay in the mapping. */
+mica_status mica_model_load(mica_model **out, const char *path, mica_err *err);
+void mica_model_free(mica_model *m);
+
+int32_t mica_model_n_vocab(const mica_model *m);
+int32_t mica_model_n_ctx_train(const mica_model *m);
+int32_t mica_model_n_embd(const mica_model *m);
+const char *mica_model_arch(const mica_model *m);
+mica_token mica_model_bos(const mica_model *m); /* -1 when the model has none */
+mica_token mica_model_eos(const mica_model *m);
+bool mica_model_is_eog(const mica_model *m, mica_token t); /* end of generation */
+
+/* ---- tokens -------------------------------------------------------------------------- */
+
+/* Tokenizes text[0..len). add_special: BOS/EOS as the model's metadata says; parse_special:
+ * text such as "<s>" becomes the special token rather than plain text. Writes at most cap
+ * ids; *n_out receives the number needed (so a too-small buffer gives MICA_ERANGE and the
+ * size to retry with). */
+mica_status mica_tokenize(const mica_model *m, const char *text, size_t len, bool add_special,
+                          bool parse_special, mica_token *ids, size_t cap, size_t *n_out,
+                          mica_err *err);
+
+/* The text of one token as llama_token_to_piece writes it (special tokens render only when
+ * `special`). Returns the number of bytes the piece needs; writes min(that, cap) bytes. */
+size_t mica_token_to_piece(const mica_model *m, mica_token t, bool special, char *buf, size_t cap);
+
+/* ---- evaluation ---------------------------------------------------------------------- */
+
+typedef struct mica_context mica_context;
+
+typedef struct mica_context_params {
+    int32_t n_ctx;     /* positions per sequence; 0 = the model's training context */
+    int32_t n_seq;     /* sequences sharing the context (each has its own KV rows); 0 = 1 */
+    int32_t n_threads; /* 0 = number of online CPUs */
+} mica_context_params;
+
+mica_context_params mica_context_default_params(void);
+mica_status mica_context_new(mica_context **out, mica_model *m, mica_context_params p,
+                             mica_err *err);
+void mica_context_free(mica_context *c);
+
+/* Evaluates n tokens of sequence `seq` at positions pos0, pos0+1, ... in one batched pass,
+ * appending them to that sequence's KV cache (earlier positions must already be there).
+ * When all_logits is true, logits receives n rows of n_vocab floats, else only the last
+ * row. */
+mica_status mica_decode(mica_context *c, int32_t seq, const mica_token *tokens, int32_t n,
+                        int32_t pos0, bool all_logits, float *logits, mica_err *err);
+
+/* Forgets sequence `seq` from position `from` on (0 clears it). */
+void mica_seq_truncate(mica_context *c, int32_t seq, int32_t from);
+
+/* ---- sampling ------------------------------------------------------------------------ */
+
+typedef struct mica_sampler_params {
+    float temperature;   /* <= 0: greedy */
+    int32_t top_k;       /* <= 0: off */
+    float top_p;         /* >= 1: off */
+    float min_p;         /* <= 0: off */
+    float repeat_penalty; /* 1: off; divides positive logits of recent tokens */
+    float frequency_penalty;
+    float presence_penalty;
+    int32_t penalty_last_n; /* how many recent tokens the penalties look at */
+    uint64_t seed;
+} mica_sampler_params;
+
+typedef struct mica_sampler mica_sampler;
+
+mica_sampler_params mica_sampler_default_params(void);
+mica_status mica_sampler_new(mica_sampler **out, mica_sampler_params p, int32_t n_vocab,
+                             mica_err *err);
+void mica_sampler_free(mica_sampler *s);
+/* Picks a token from one row of logits (which it may modify) and remembers it for the
+ * penalties. */
+mica_token mica_sampler_sample(mica_sampler *s, float *logits);
+/* Tells the sampler about a token it did not pick (a prompt token), for the penalties. */
+void mica_sampler_accept(mica_sampler *s, mica_token t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

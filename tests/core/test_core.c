@@ -1,0 +1,56 @@
+/*
+ * test_core.c - tests src/core/core.c: error messages, bounded buffers, UTF-8 coding.
+ */
+#include "test_util.h"
+
+#include "core/core.h"
+
+static void test_fail_formats_message(void **state)
+{
+    mica_err err = {0};
+    mica_status st = core_fail(&err, MICA_EFORMAT, "%s: bad key '%s' (offset %d)", "f.gguf", "k", 12);
+    assert_int_equal(st, MICA_EFORMAT);
+    assert_int_equal(err.status, MICA_EFORMAT);
+    assert_string_equal(err.msg, "f.gguf: bad key 'k' (offset 12)");
+    core_fail_prefix(&err, "load");
+    assert_string_equal(err.msg, "load: f.gguf: bad key 'k' (offset 12)");
+}
+
+static void test_buf_respects_cap(void **state)
+{
+    core_buf b;
+    core_buf_init(&b, 8);
+    assert_true(core_buf_append(&b, "abcd", 4));
+    assert_true(core_buf_printf(&b, "%d", 1234));
+    assert_int_equal(b.len, 8);
+    assert_string_equal(b.data, "abcd1234");
+    assert_false(core_buf_append(&b, "x", 1));
+    assert_int_equal(b.len, 8);
+    core_buf_free(&b);
+}
+
+static void test_utf8_roundtrip(void **state)
+{
+    const uint32_t cps[] = {0x41, 0xE9, 0x2581, 0x4E2D, 0x1F600, 0x10FFFF};
+    for (size_t i = 0; i < sizeof cps / sizeof cps[0]; i++) {
+        char buf[4];
+        int n = core_utf8_encode(cps[i], buf);
+        int l = 0;
+        assert_int_equal(core_utf8_decode(buf, (size_t)n, &l), cps[i]);
+        assert_int_equal(l, n);
+    }
+    int l = 0;
+    assert_int_equal(core_utf8_decode("\xE4\xB8", 2, &l), 0xFFFD); /* truncated */
+    assert_int_equal(l, 1);
+    assert_int_equal(core_utf8_decode("\xFF", 1, &l), 0xFFFD);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fail_formats_message),
+        cmocka_unit_test(test_buf_respects_cap),
+        cmocka_unit_test(test_utf8_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
