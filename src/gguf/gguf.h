@@ -63,8 +63,8 @@ enum gguf_ttype {
 bool gguf_ttype_layout(uint32_t type, uint32_t *block_size, uint32_t *type_size);
 const char *gguf_ttype_name(uint32_t type); /* "F32", "Q8_0", ... or "type N" */
 
-#define GGUF_MAX_DIMS 4
-#define GGUF_MAX_NAME 64 /* ggml's GGML_MAX_NAME: names must be shorter */
+#define GGUF_MAX_DIMS          4
+#define GGUF_MAX_NAME          64 /* ggml's GGML_MAX_NAME: names must be shorter */
 #define GGUF_DEFAULT_ALIGNMENT 32
 
 typedef struct gguf_str {
@@ -88,17 +88,17 @@ typedef struct gguf_tensor {
     uint32_t type;             /* enum gguf_ttype */
     uint64_t offset;           /* relative to the data section */
     uint64_t nbytes;
-    const void *data;          /* into the mapping, aligned to the file's alignment */
+    const void *data; /* into the mapping, aligned to the file's alignment */
 } gguf_tensor;
 
 typedef struct gguf_file {
-    char *path;            /* for messages ("<memory>" for gguf_open_memory) */
-    const uint8_t *base;   /* the whole file */
+    char *path;          /* for messages ("<memory>" for gguf_open_memory) */
+    const uint8_t *base; /* the whole file */
     uint64_t size;
-    bool mapped;           /* base is an mmap (else borrowed memory) */
-    uint32_t version;      /* 2 or 3 */
+    bool mapped;      /* base is an mmap (else borrowed memory) */
+    uint32_t version; /* 2 or 3 */
     uint64_t alignment;
-    uint64_t data_offset;  /* file offset of the data section */
+    uint64_t data_offset; /* file offset of the data section */
     uint64_t n_kv;
     gguf_kv *kv;
     uint64_t n_tensors;
@@ -167,13 +167,14 @@ mica_status gguf_writer_set_arr(gguf_writer *w, const char *key, uint32_t elem_t
                                 const void *data, uint64_t n);
 mica_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *v,
                                     uint64_t n);
+/* A scalar of any fixed-size type (not STRING/ARRAY); v points to one value of that type. */
+mica_status gguf_writer_set_val(gguf_writer *w, const char *key, uint32_t type, const void *v);
 /* Copies every kv of f (except general.alignment) in order. */
 mica_status gguf_writer_copy_kv(gguf_writer *w, const gguf_file *f);
 /* Adds a tensor; data (nbytes as the type and shape say) is referenced, not copied, and must
  * stay valid until gguf_writer_write returns. */
-mica_status gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type,
-                                   uint32_t n_dims, const int64_t *ne, const void *data,
-                                   mica_err *err);
+mica_status gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                                   const int64_t *ne, const void *data, mica_err *err);
 /* Writes a GGUF v3 file (to PATH.tmp, then renamed, so a failure leaves no partial file). */
 mica_status gguf_writer_write(gguf_writer *w, const char *path, mica_err *err);
 
