@@ -35,8 +35,8 @@ uint16_t tensor_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 #define QK4_0 32
 
 typedef struct block_q8_0 {
-    uint16_t d;        /* fp16 scale */
-    int8_t qs[QK8_0];  /* x[j] = d * qs[j] */
+    uint16_t d;       /* fp16 scale */
+    int8_t qs[QK8_0]; /* x[j] = d * qs[j] */
 } block_q8_0;
 static_assert(sizeof(block_q8_0) == 2 + QK8_0, "q8_0 layout");
 
@@ -125,7 +125,6 @@ void tensor_get_row(const tensor_view *v, int64_t row, float *dst);
 /* y[r][o] = sum_i W[o][i] * x[r][i] for r < n_rows, o < W.ne[1]; x rows have W.ne[0]
  * floats, y rows have W.ne[1] floats. Activations are converted as ggml does (see top).
  * Each weight row is read once for the whole batch. Uses the pool when given. */
-void tensor_matmul(tensor_pool *p, const tensor_view *w, const float *x, int64_t n_rows,
-                   float *y);
+void tensor_matmul(tensor_pool *p, const tensor_view *w, const float *x, int64_t n_rows, float *y);
 
 #endif

@@ -1,0 +1,202 @@
+/*
+ * dot.c - dot products of a weight row with an activation row: the scalar reference for
+ * every weight type, the conversion of activations to each weight type's "vec_dot type",
+ * and the run-time choice of kernels (scalar or AVX2) with the tensor_force_scalar switch.
+ *
+ * Does not own: the SIMD kernels themselves (dot_avx2.c) or the matrix product (matmul.c).
+ * Called by: matmul.c, model/ (attention dot products), tests.
+ *
+ * Accumulation follows ggml-cpu: float sums of float products; for Q8_0/Q4_0 weights an
+ * exact integer sum per block of 32, scaled by d_w*d_x and added to a float accumulator.
+ */
+#include "tensor/tensor_int.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* ---- scalar references --------------------------------------------------------------- */
+
+float tensor_dot_f32_ref(const void *w, const void *act, int64_t n)
+{
+    const float *a = w, *b = act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+float tensor_dot_f16_ref(const void *w, const void *act, int64_t n)
+{
+    const uint16_t *a = w, *b = act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) sum += tensor_f16_to_f32(a[i]) * tensor_f16_to_f32(b[i]);
+    return sum;
+}
+
+float tensor_dot_bf16_ref(const void *w, const void *act, int64_t n)
+{
+    const uint16_t *a = w, *b = act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) sum += tensor_bf16_to_f32(a[i]) * tensor_bf16_to_f32(b[i]);
+    return sum;
+}
+
+float tensor_dot_q8_0_ref(const void *w, const void *act, int64_t n)
+{
+    const block_q8_0 *x = w, *y = act;
+    assert(n % QK8_0 == 0);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK8_0; j++) isum += (int32_t)x[b].qs[j] * (int32_t)y[b].qs[j];
+        const float scale = tensor_f16_to_f32(x[b].d) * tensor_f16_to_f32(y[b].d);
+        sum += scale * (float)isum;
+    }
+    return sum;
+}
+
+float tensor_dot_q4_0_ref(const void *w, const void *act, int64_t n)
+{
+    const block_q4_0 *x = w;
+    const block_q8_0 *y = act;
+    assert(n % QK4_0 == 0);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK4_0; b++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            const int32_t lo = (x[b].qs[j] & 0x0f) - 8;
+            const int32_t hi = (x[b].qs[j] >> 4) - 8;
+            isum += lo * y[b].qs[j] + hi * y[b].qs[j + QK4_0 / 2];
+        }
+        const float scale = tensor_f16_to_f32(x[b].d) * tensor_f16_to_f32(y[b].d);
+        sum += scale * (float)isum;
+    }
+    return sum;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+static const tensor_kernels dot_scalar = {
+    .name = "scalar",
+    .dot_f32 = tensor_dot_f32_ref,
+    .dot_f16 = tensor_dot_f16_ref,
+    .dot_bf16 = tensor_dot_bf16_ref,
+    .dot_q8_0 = tensor_dot_q8_0_ref,
+    .dot_q4_0 = tensor_dot_q4_0_ref,
+    .quantize_act_q8_0 = tensor_quantize_act_q8_0_ref,
+    .f32_to_f16_row = tensor_f32_to_f16_row_ref,
+};
+
+#if defined(__x86_64__)
+static const tensor_kernels dot_avx2 = {
+    .name = "avx2",
+    .dot_f32 = tensor_dot_f32_avx2,
+    .dot_f16 = tensor_dot_f16_avx2,
+    .dot_bf16 = tensor_dot_bf16_avx2,
+    .dot_q8_0 = tensor_dot_q8_0_avx2,
+    .dot_q4_0 = tensor_dot_q4_0_avx2,
+    .quantize_act_q8_0 = tensor_quantize_act_q8_0_avx2,
+    .f32_to_f16_row = tensor_f32_to_f16_row_avx2,
+};
+#endif
+
+static const tensor_kernels *dot_best;
+static pthread_once_t dot_best_once = PTHREAD_ONCE_INIT;
+static atomic_bool dot_forced_scalar;
+
+static void dot_pick_best(void)
+{
+    dot_best = &dot_scalar;
+#if defined(__x86_64__)
+    if (tensor_avx2_usable()) dot_best = &dot_avx2;
+#endif
+}
+
+const tensor_kernels *tensor_kernels_get(void)
+{
+    if (atomic_load_explicit(&dot_forced_scalar, memory_order_relaxed)) return &dot_scalar;
+    pthread_once(&dot_best_once, dot_pick_best);
+    return dot_best;
+}
+
+const char *tensor_simd_name(void)
+{
+    return tensor_kernels_get()->name;
+}
+
+bool tensor_force_scalar(bool on)
+{
+    return atomic_exchange(&dot_forced_scalar, on);
+}
+
+tensor_dot_fn tensor_dot_kernel(uint32_t wtype)
+{
+    const tensor_kernels *k = tensor_kernels_get();
+    switch (wtype) {
+    case GGUF_T_F32:
+        return k->dot_f32;
+    case GGUF_T_F16:
+        return k->dot_f16;
+    case GGUF_T_BF16:
+        return k->dot_bf16;
+    case GGUF_T_Q8_0:
+        return k->dot_q8_0;
+    case GGUF_T_Q4_0:
+        return k->dot_q4_0;
+    default:
+        assert(!"tensor_dot_kernel: unsupported type");
+        return k->dot_f32;
+    }
+}
+
+float tensor_vec_dot(uint32_t type, const void *w, const void *act, int64_t n)
+{
+    return tensor_dot_kernel(type)(w, act, n);
+}
+
+float tensor_vec_dot_ref(uint32_t type, const void *w, const void *act, int64_t n)
+{
+    switch (type) {
+    case GGUF_T_F32:
+        return tensor_dot_f32_ref(w, act, n);
+    case GGUF_T_F16:
+        return tensor_dot_f16_ref(w, act, n);
+    case GGUF_T_BF16:
+        return tensor_dot_bf16_ref(w, act, n);
+    case GGUF_T_Q8_0:
+        return tensor_dot_q8_0_ref(w, act, n);
+    case GGUF_T_Q4_0:
+        return tensor_dot_q4_0_ref(w, act, n);
+    default:
+        assert(!"tensor_vec_dot_ref: unsupported type");
+        return 0.0f;
+    }
+}
+
+/* ---- activation conversion ----------------------------------------------------------- */
+
+uint32_t tensor_vec_dot_type(uint32_t type)
+{
+    switch (type) {
+    case GGUF_T_Q8_0:
+    case GGUF_T_Q4_0:
+        return GGUF_T_Q8_0;
+    default:
+        return type; /* F32, F16, BF16 take activations of their own type */
+    }
+}
+
+void tensor_convert_act(uint32_t wtype, const float *x, void *dst, int64_t n)
+{
+    const tensor_kernels *k = tensor_kernels_get();
+    switch (tensor_vec_dot_type(wtype)) {
+    case GGUF_T_F16:
+        k->f32_to_f16_row(x, dst, n);
+        break;
+    case GGUF_T_Q8_0:
+        k->quantize_act_q8_0(x, dst, n);
+        break;
+    default:
+        tensor_from_f32(tensor_vec_dot_type(wtype), x, dst, n); /* F32 copy, BF16 */
+        break;
+    }
+}

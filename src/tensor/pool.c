@@ -1,0 +1,211 @@
+/*
+ * pool.c - a persistent thread pool for data-parallel loops: n_threads - 1 workers are
+ * created once and sleep between jobs; tensor_pool_for hands each worker one contiguous
+ * chunk of [0, n), runs chunk 0 on the caller and returns when every chunk is done. Also
+ * keeps one scratch buffer for matmul.c's converted activations.
+ *
+ * Does not own: what the chunks compute. Called by: matmul.c, model/ (attention heads),
+ * engine/ (creates one pool per context).
+ *
+ * Wake-up: a job is published by bumping `gen` under the mutex. Waiters spin on it briefly
+ * (decode issues many small jobs back to back, and a futex wake costs more than a job)
+ * and then sleep on a condition variable, re-checking `gen` under the mutex so that no
+ * wake-up is lost. Completion works the same way on `pending`.
+ */
+#include "tensor/tensor_int.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define POOL_MAX_THREADS 512
+#define POOL_SPIN_ITERS  20000             /* about tens of microseconds of pause */
+#define POOL_SCRATCH_MAX ((size_t)1 << 32) /* cap on the matmul scratch buffer: 4 GiB */
+
+typedef struct pool_worker {
+    struct tensor_pool *pool;
+    int index; /* 1 .. n_threads-1; the caller is 0 */
+} pool_worker;
+
+struct tensor_pool {
+    int n_threads;
+    int n_started; /* workers successfully created */
+    pthread_t *threads;
+    pool_worker *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    atomic_uint_fast64_t gen; /* bumped once per job; workers run when it changes */
+    atomic_int pending;       /* workers that have not finished the current job */
+    atomic_bool quit;
+    /* The current job; written before gen is bumped, read after it is seen. */
+    tensor_range_fn fn;
+    void *ctx;
+    int64_t n;
+    /* Scratch for tensor_pool_scratch. */
+    void *scratch;
+    size_t scratch_size;
+};
+
+static inline void pool_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void pool_run_chunk(tensor_pool *p, int t)
+{
+    const int64_t i0 = p->n * t / p->n_threads;
+    const int64_t i1 = p->n * (t + 1) / p->n_threads;
+    if (i1 > i0) p->fn(p->ctx, i0, i1, t);
+}
+
+/* Waits until gen differs from seen (or quit); returns the new gen. */
+static uint64_t pool_wait_job(tensor_pool *p, uint64_t seen)
+{
+    for (int i = 0; i < POOL_SPIN_ITERS; i++) {
+        uint64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        if (g != seen || atomic_load(&p->quit)) return g;
+        pool_cpu_relax();
+    }
+    pthread_mutex_lock(&p->mu);
+    while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
+        pthread_cond_wait(&p->cv_work, &p->mu);
+    uint64_t g = atomic_load(&p->gen);
+    pthread_mutex_unlock(&p->mu);
+    return g;
+}
+
+static void pool_finish_one(tensor_pool *p)
+{
+    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_signal(&p->cv_done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static void *pool_worker_main(void *arg)
+{
+    pool_worker *w = arg;
+    tensor_pool *p = w->pool;
+    uint64_t seen = 0;
+    for (;;) {
+        seen = pool_wait_job(p, seen);
+        if (atomic_load(&p->quit)) break;
+        pool_run_chunk(p, w->index);
+        pool_finish_one(p);
+    }
+    return NULL;
+}
+
+static void pool_wait_done(tensor_pool *p)
+{
+    for (int i = 0; i < POOL_SPIN_ITERS; i++) {
+        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) return;
+        pool_cpu_relax();
+    }
+    pthread_mutex_lock(&p->mu);
+    while (atomic_load(&p->pending) != 0) pthread_cond_wait(&p->cv_done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pool_stop_workers(tensor_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->quit, true);
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_started; i++) pthread_join(p->threads[i], NULL);
+    p->n_started = 0;
+}
+
+mica_status tensor_pool_new(tensor_pool **out, int n_threads, mica_err *err)
+{
+    *out = NULL;
+    if (n_threads < 1 || n_threads > POOL_MAX_THREADS)
+        return core_fail(err, MICA_EINVAL, "thread pool: %d threads (must be 1..%d)", n_threads,
+                         POOL_MAX_THREADS);
+    tensor_pool *p = calloc(1, sizeof *p);
+    if (!p) return core_fail(err, MICA_ENOMEM, "thread pool: out of memory");
+    p->n_threads = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv_work, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->quit, false);
+    if (n_threads > 1) {
+        p->threads = core_calloc((size_t)n_threads - 1, sizeof *p->threads);
+        p->workers = core_calloc((size_t)n_threads - 1, sizeof *p->workers);
+        if (!p->threads || !p->workers) {
+            tensor_pool_free(p);
+            return core_fail(err, MICA_ENOMEM, "thread pool: out of memory");
+        }
+        for (int i = 0; i < n_threads - 1; i++) {
+            p->workers[i] = (pool_worker){.pool = p, .index = i + 1};
+            if (pthread_create(&p->threads[i], NULL, pool_worker_main, &p->workers[i]) != 0) {
+                tensor_pool_free(p);
+                return core_fail(err, MICA_ENOMEM, "thread pool: cannot create thread %d of %d",
+                                 i + 2, n_threads);
+            }
+            p->n_started++;
+        }
+    }
+    *out = p;
+    return MICA_OK;
+}
+
+void tensor_pool_free(tensor_pool *p)
+{
+    if (!p) return;
+    pool_stop_workers(p);
+    pthread_cond_destroy(&p->cv_done);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p->workers);
+    free(p->scratch);
+    free(p);
+}
+
+int tensor_pool_size(const tensor_pool *p)
+{
+    return p ? p->n_threads : 1;
+}
+
+void tensor_pool_for(tensor_pool *p, int64_t n, tensor_range_fn fn, void *ctx)
+{
+    if (n <= 0) return;
+    if (!p || p->n_threads == 1 || n == 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n = n;
+    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    pool_run_chunk(p, 0);
+    pool_wait_done(p);
+}
+
+void *tensor_pool_scratch(tensor_pool *p, size_t bytes)
+{
+    if (!p || bytes > POOL_SCRATCH_MAX) return NULL;
+    if (bytes <= p->scratch_size) return p->scratch;
+    /* Grow by half again so a slowly growing batch does not reallocate every call. */
+    size_t want = bytes + bytes / 2;
+    if (want > POOL_SCRATCH_MAX) want = POOL_SCRATCH_MAX;
+    void *s = malloc(want);
+    if (!s) return NULL;
+    free(p->scratch);
+    p->scratch = s;
+    p->scratch_size = want;
+    return s;
+}

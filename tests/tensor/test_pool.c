@@ -1,0 +1,140 @@
+/*
+ * test_pool.c - tests src/tensor/pool.c: every index runs exactly once, in one contiguous
+ * chunk per thread, on distinct threads, for many sizes, thread counts and repeated jobs;
+ * argument checks; clean shutdown (ASan/LSan would report leaked or unjoined threads).
+ */
+#include "test_util.h"
+
+#include "tensor/tensor_int.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum { MAX_T = 8 };
+
+typedef struct pool_probe {
+    atomic_int *hits; /* per index */
+    atomic_int calls[MAX_T];
+    int64_t lo[MAX_T], hi[MAX_T];
+    pthread_t who[MAX_T];
+    atomic_int bad; /* calls with a bad thread index or empty range (checked on the caller:
+                     * cmocka's asserts must not run on worker threads) */
+} pool_probe;
+
+static void probe_fn(void *ctx, int64_t i0, int64_t i1, int thread)
+{
+    pool_probe *p = ctx;
+    if (thread < 0 || thread >= MAX_T || i0 >= i1) {
+        atomic_fetch_add(&p->bad, 1);
+        return;
+    }
+    atomic_fetch_add(&p->calls[thread], 1);
+    p->lo[thread] = i0;
+    p->hi[thread] = i1;
+    p->who[thread] = pthread_self();
+    for (int64_t i = i0; i < i1; i++) atomic_fetch_add(&p->hits[i], 1);
+}
+
+static void run_and_check(tensor_pool *pool, int n_threads, int64_t n)
+{
+    pool_probe p;
+    memset(&p, 0, sizeof p);
+    p.hits = calloc((size_t)(n > 0 ? n : 1), sizeof *p.hits);
+    assert_non_null(p.hits);
+    tensor_pool_for(pool, n, probe_fn, &p);
+    assert_int_equal(atomic_load(&p.bad), 0);
+    for (int64_t i = 0; i < n; i++)
+        if (atomic_load(&p.hits[i]) != 1)
+            fail_msg("threads %d n %lld: index %lld ran %d times", n_threads, (long long)n,
+                     (long long)i, atomic_load(&p.hits[i]));
+    int64_t covered = 0;
+    for (int t = 0; t < MAX_T; t++) {
+        const int c = atomic_load(&p.calls[t]);
+        if (c > 1)
+            fail_msg("threads %d n %lld: thread %d called %d times", n_threads, (long long)n, t, c);
+        if (t >= n_threads && c) fail_msg("thread index %d of %d used", t, n_threads);
+        if (c) covered += p.hi[t] - p.lo[t];
+        /* Chunks are ordered by thread index: thread t's chunk ends where t+1's starts. */
+        for (int u = t + 1; u < MAX_T && c; u++)
+            if (atomic_load(&p.calls[u])) {
+                assert_true(p.hi[t] <= p.lo[u]);
+                assert_false(pthread_equal(p.who[t], p.who[u]));
+            }
+    }
+    assert_int_equal(covered, n);
+    /* The caller takes a chunk (thread 0) whenever there is work for it. */
+    if (n > 0 && atomic_load(&p.calls[0])) assert_true(pthread_equal(p.who[0], pthread_self()));
+    free(p.hits);
+}
+
+static void test_pool_every_index_once(void **state)
+{
+    const int64_t sizes[] = {0, 1, 2, 3, 5, 7, 8, 64, 1000, 100003};
+    for (int nt = 1; nt <= 6; nt++) {
+        tensor_pool *pool = NULL;
+        mica_err err = {0};
+        assert_int_equal(tensor_pool_new(&pool, nt, &err), MICA_OK);
+        assert_int_equal(tensor_pool_size(pool), nt);
+        for (int rep = 0; rep < 10; rep++)
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+                run_and_check(pool, nt, sizes[s]);
+        tensor_pool_free(pool);
+    }
+}
+
+static void test_pool_null_runs_inline(void **state)
+{
+    run_and_check(NULL, 1, 1234);
+    assert_int_equal(tensor_pool_size(NULL), 1);
+    tensor_pool_free(NULL);
+}
+
+/* With more than one thread and enough chunks, more than one OS thread does work. */
+static void test_pool_uses_workers(void **state)
+{
+    tensor_pool *pool = NULL;
+    assert_int_equal(tensor_pool_new(&pool, 3, NULL), MICA_OK);
+    pool_probe p;
+    memset(&p, 0, sizeof p);
+    p.hits = calloc(300, sizeof *p.hits);
+    tensor_pool_for(pool, 300, probe_fn, &p);
+    for (int t = 0; t < 3; t++) assert_int_equal(atomic_load(&p.calls[t]), 1);
+    assert_int_equal(p.lo[0], 0);
+    assert_int_equal(p.hi[2], 300);
+    free(p.hits);
+    tensor_pool_free(pool);
+}
+
+static void test_pool_rejects_bad_sizes(void **state)
+{
+    tensor_pool *pool = (tensor_pool *)&pool;
+    mica_err err = {0};
+    assert_int_equal(tensor_pool_new(&pool, 0, &err), MICA_EINVAL);
+    assert_null(pool);
+    assert_non_null(strstr(err.msg, "0 threads"));
+    assert_int_equal(tensor_pool_new(&pool, -3, &err), MICA_EINVAL);
+    assert_int_equal(tensor_pool_new(&pool, 100000, &err), MICA_EINVAL);
+}
+
+/* Create and free many pools, some without ever running a job: workers must exit. */
+static void test_pool_create_free_cycles(void **state)
+{
+    for (int i = 0; i < 50; i++) {
+        tensor_pool *pool = NULL;
+        assert_int_equal(tensor_pool_new(&pool, 1 + i % 4, NULL), MICA_OK);
+        if (i % 2) run_and_check(pool, 1 + i % 4, 17);
+        tensor_pool_free(pool);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_every_index_once),
+        cmocka_unit_test(test_pool_null_runs_inline),
+        cmocka_unit_test(test_pool_uses_workers),
+        cmocka_unit_test(test_pool_rejects_bad_sizes),
+        cmocka_unit_test(test_pool_create_free_cycles),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
