@@ -96,10 +96,10 @@ void mica_seq_truncate(mica_context *c, int32_t seq, int32_t from);
 /* ---- sampling ------------------------------------------------------------------------ */
 
 typedef struct mica_sampler_params {
-    float temperature;   /* <= 0: greedy */
-    int32_t top_k;       /* <= 0: off */
-    float top_p;         /* >= 1: off */
-    float min_p;         /* <= 0: off */
+    float temperature;    /* <= 0: greedy */
+    int32_t top_k;        /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
     float repeat_penalty; /* 1: off; divides positive logits of recent tokens */
     float frequency_penalty;
     float presence_penalty;

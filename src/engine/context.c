@@ -1,0 +1,187 @@
+/*
+ * context.c - the public model and context API: loading a model, tokenizing, and decoding
+ * batches of tokens of a sequence into logits through the KV cache. Long inputs are split
+ * into passes of n_batch tokens. Calls model/ and tokenizer/; knows nothing of HTTP.
+ */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ENGINE_MAX_BATCH 512
+
+mica_status mica_model_load(mica_model **out, const char *path, mica_err *err)
+{
+    *out = NULL;
+    mica_model *mm = core_calloc(1, sizeof *mm);
+    if (!mm) return core_fail(err, MICA_ENOMEM, "%s: out of memory", path);
+    mica_status st = model_load(&mm->m, path, err);
+    if (st) {
+        free(mm);
+        return st;
+    }
+    *out = mm;
+    return MICA_OK;
+}
+
+void mica_model_free(mica_model *mm)
+{
+    if (!mm) return;
+    model_free(mm->m);
+    free(mm);
+}
+
+int32_t mica_model_n_vocab(const mica_model *mm)
+{
+    return mm->m->hp.n_vocab;
+}
+int32_t mica_model_n_ctx_train(const mica_model *mm)
+{
+    return mm->m->hp.n_ctx_train;
+}
+int32_t mica_model_n_embd(const mica_model *mm)
+{
+    return mm->m->hp.n_embd;
+}
+const char *mica_model_arch(const mica_model *mm)
+{
+    return mm->m->arch->name;
+}
+mica_token mica_model_bos(const mica_model *mm)
+{
+    return tok_bos(mm->m->vocab);
+}
+mica_token mica_model_eos(const mica_model *mm)
+{
+    return tok_eos(mm->m->vocab);
+}
+bool mica_model_is_eog(const mica_model *mm, mica_token t)
+{
+    return tok_is_eog(mm->m->vocab, t);
+}
+
+mica_status mica_tokenize(const mica_model *mm, const char *text, size_t len, bool add_special,
+                          bool parse_special, mica_token *ids, size_t cap, size_t *n_out,
+                          mica_err *err)
+{
+    tok_ids out;
+    tok_ids_init(&out, len + 16);
+    mica_status st = tok_encode(mm->m->vocab, text, len, add_special, parse_special, &out, err);
+    if (st) goto done;
+    *n_out = out.n;
+    if (out.n > cap) {
+        st = core_fail(err, MICA_ERANGE, "%zu tokens do not fit in a buffer of %zu", out.n, cap);
+        goto done;
+    }
+    if (out.n) memcpy(ids, out.v, out.n * sizeof *ids);
+done:
+    tok_ids_free(&out);
+    return st;
+}
+
+size_t mica_token_to_piece(const mica_model *mm, mica_token t, bool special, char *buf, size_t cap)
+{
+    return tok_piece(mm->m->vocab, t, special, buf, cap);
+}
+
+/* ---- contexts ------------------------------------------------------------------------ */
+
+mica_context_params mica_context_default_params(void)
+{
+    mica_context_params p = {0, 1, 0};
+    return p;
+}
+
+static mica_status context_alloc_kv(mica_context *c, const model_hparams *hp, mica_err *err)
+{
+    uint64_t n = (uint64_t)hp->n_layer * (uint64_t)c->kv.n_seq * (uint64_t)c->kv.n_ctx;
+    if (!core_mul_ok(n, (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim, &n) ||
+        n > SIZE_MAX / sizeof(float))
+        return core_fail(err, MICA_ENOMEM, "KV cache of %d x %d positions is too large",
+                         c->kv.n_seq, c->kv.n_ctx);
+    c->kv.k = calloc((size_t)n, sizeof(float));
+    c->kv.v = calloc((size_t)n, sizeof(float));
+    if (!c->kv.k || !c->kv.v)
+        return core_fail(err, MICA_ENOMEM, "out of memory for a KV cache of %llu floats",
+                         (unsigned long long)(2 * n));
+    return MICA_OK;
+}
+
+mica_status mica_context_new(mica_context **out, mica_model *mm, mica_context_params p,
+                             mica_err *err)
+{
+    const model_hparams *hp = &mm->m->hp;
+    *out = NULL;
+    if (p.n_ctx < 0 || p.n_seq < 0 || p.n_threads < 0 || p.n_seq > 4096)
+        return core_fail(err, MICA_EINVAL, "context: negative or too large parameter");
+    mica_context *c = core_calloc(1, sizeof *c);
+    if (!c) return core_fail(err, MICA_ENOMEM, "out of memory");
+    c->model = mm;
+    c->kv.n_ctx = p.n_ctx ? p.n_ctx : hp->n_ctx_train;
+    c->kv.n_seq = p.n_seq ? p.n_seq : 1;
+    c->n_batch = c->kv.n_ctx < ENGINE_MAX_BATCH ? c->kv.n_ctx : ENGINE_MAX_BATCH;
+    int n_threads = p.n_threads ? p.n_threads : core_n_cpus();
+    mica_status st = context_alloc_kv(c, hp, err);
+    if (st) goto fail;
+    c->seq_len = core_calloc((size_t)c->kv.n_seq, sizeof *c->seq_len);
+    c->batch = core_calloc((size_t)c->n_batch, sizeof *c->batch);
+    if (!c->seq_len || !c->batch) {
+        st = core_fail(err, MICA_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((st = model_work_new(&c->work, mm->m, c->n_batch, c->kv.n_ctx, n_threads, err))) goto fail;
+    if ((st = tensor_pool_new(&c->pool, n_threads, err))) goto fail;
+    *out = c;
+    return MICA_OK;
+fail:
+    mica_context_free(c);
+    return st;
+}
+
+void mica_context_free(mica_context *c)
+{
+    if (!c) return;
+    tensor_pool_free(c->pool);
+    model_work_free(c->work);
+    free(c->kv.k);
+    free(c->kv.v);
+    free(c->seq_len);
+    free(c->batch);
+    free(c);
+}
+
+void mica_seq_truncate(mica_context *c, int32_t seq, int32_t from)
+{
+    if (seq < 0 || seq >= c->kv.n_seq || from < 0) return;
+    if (from < c->seq_len[seq]) c->seq_len[seq] = from;
+}
+
+mica_status mica_decode(mica_context *c, int32_t seq, const mica_token *tokens, int32_t n,
+                        int32_t pos0, bool all_logits, float *logits, mica_err *err)
+{
+    if (seq < 0 || seq >= c->kv.n_seq)
+        return core_fail(err, MICA_ERANGE, "sequence %d out of range [0, %d)", seq, c->kv.n_seq);
+    if (n < 1) return core_fail(err, MICA_EINVAL, "nothing to decode");
+    if (pos0 < 0 || pos0 > c->seq_len[seq])
+        return core_fail(err, MICA_ERANGE, "position %d: sequence %d holds only %d positions", pos0,
+                         seq, c->seq_len[seq]);
+    if ((int64_t)pos0 + n > c->kv.n_ctx)
+        return core_fail(err, MICA_ERANGE, "%d tokens at position %d exceed the context of %d", n,
+                         pos0, c->kv.n_ctx);
+    const int32_t n_vocab = c->model->m->hp.n_vocab;
+    c->seq_len[seq] = pos0; /* decoding at pos0 replaces whatever followed it */
+    for (int32_t done = 0; done < n;) {
+        int32_t chunk = n - done < c->n_batch ? n - done : c->n_batch;
+        for (int32_t i = 0; i < chunk; i++) {
+            int32_t j = done + i;
+            c->batch[i] = (model_batch_tok){tokens[j], pos0 + j, seq, all_logits || j == n - 1};
+        }
+        float *rows = all_logits ? logits + (size_t)done * (size_t)n_vocab : logits;
+        mica_status st =
+            model_forward(c->model->m, c->work, &c->kv, c->pool, c->batch, chunk, rows, err);
+        if (st) return st;
+        done += chunk;
+        c->seq_len[seq] = pos0 + done;
+    }
+    return MICA_OK;
+}

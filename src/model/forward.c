@@ -1,0 +1,482 @@
+/*
+ * forward.c - the one forward pass shared by every architecture: embeddings, per layer
+ * attention (RMSNorm, q/k/v projections with optional biases and q/k norms, RoPE, grouped-
+ * query attention over the F32 KV cache) and a feed-forward block (dense SwiGLU, or a
+ * Mixture-of-Experts block that replaces it), then the output norm and projection.
+ * Architecture differences come from model_arch and model_hparams, not from copies.
+ *
+ * Element-wise numerics follow ggml-cpu (float math, double sums where ggml uses them), so
+ * logits match llama.cpp's to about 1e-6. Matmuls are tensor_matmul. Called by engine/.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct model_work {
+    int32_t n_batch, n_ctx;
+    int n_threads;
+    float *x;      /* (n_batch, n_embd) residual stream */
+    float *xn;     /* (n_batch, n_embd) normalised input of a block */
+    float *q;      /* (n_batch, n_head*head_dim) */
+    float *k, *v;  /* (n_batch, n_head_kv*head_dim) */
+    float *att;    /* (n_batch, n_head*head_dim) attention output before wo */
+    float *out;    /* (n_batch, n_embd) a block's output before the residual add */
+    float *gate;   /* (n_batch, max ffn size) */
+    float *up;     /* (n_batch, max ffn size) */
+    float *scores; /* (n_threads, n_ctx) attention probabilities */
+    /* Mixture of experts */
+    float *router;     /* (n_batch, n_expert) probabilities */
+    int32_t *sel;      /* (n_batch, n_expert_used) chosen experts */
+    float *sel_w;      /* (n_batch, n_expert_used) their weights */
+    int32_t *rows;     /* (n_batch * n_expert_used) (token, slot) pairs routed to one expert */
+    float *xg;         /* (n_batch, n_embd) gathered inputs of one expert */
+    float *exp_out;    /* (n_batch, n_expert_used, n_embd) expert outputs per slot */
+    float *shexp_gate; /* (n_batch) */
+};
+
+/* ---- scratch ------------------------------------------------------------------------- */
+
+static int32_t max3(int32_t a, int32_t b, int32_t c)
+{
+    int32_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+mica_status model_work_new(model_work **out, const model *m, int32_t n_batch, int32_t n_ctx,
+                           int n_threads, mica_err *err)
+{
+    const model_hparams *hp = &m->hp;
+    const size_t nb = (size_t)n_batch, e = (size_t)hp->n_embd;
+    const size_t nq = (size_t)hp->n_head * hp->head_dim;
+    const size_t nkv = (size_t)hp->n_head_kv * hp->head_dim;
+    const size_t ff = (size_t)max3(hp->n_ff, hp->n_ff_exp, hp->n_ff_shexp);
+    const size_t nx = (size_t)(hp->n_expert ? hp->n_expert : 1);
+    const size_t nu = (size_t)(hp->n_expert_used ? hp->n_expert_used : 1);
+    *out = NULL;
+    if (n_batch < 1 || n_ctx < 1 || n_threads < 1)
+        return core_fail(err, MICA_EINVAL, "batch %d, context %d and threads %d must be >= 1",
+                         n_batch, n_ctx, n_threads);
+    model_work *w = core_calloc(1, sizeof *w);
+    if (!w) goto oom;
+    w->n_batch = n_batch;
+    w->n_ctx = n_ctx;
+    w->n_threads = n_threads;
+    w->x = core_calloc(nb * e, sizeof(float));
+    w->xn = core_calloc(nb * e, sizeof(float));
+    w->q = core_calloc(nb * nq, sizeof(float));
+    w->k = core_calloc(nb * nkv, sizeof(float));
+    w->v = core_calloc(nb * nkv, sizeof(float));
+    w->att = core_calloc(nb * nq, sizeof(float));
+    w->out = core_calloc(nb * e, sizeof(float));
+    w->gate = core_calloc(nb * ff, sizeof(float));
+    w->up = core_calloc(nb * ff, sizeof(float));
+    w->scores = core_calloc((size_t)n_threads * (size_t)n_ctx, sizeof(float));
+    w->router = core_calloc(nb * nx, sizeof(float));
+    w->sel = core_calloc(nb * nu, sizeof(int32_t));
+    w->sel_w = core_calloc(nb * nu, sizeof(float));
+    w->rows = core_calloc(nb * nu, sizeof(int32_t));
+    w->xg = core_calloc(nb * e, sizeof(float));
+    w->exp_out = core_calloc(nb * nu * e, sizeof(float));
+    w->shexp_gate = core_calloc(nb, sizeof(float));
+    if (!w->x || !w->xn || !w->q || !w->k || !w->v || !w->att || !w->out || !w->gate || !w->up ||
+        !w->scores || !w->router || !w->sel || !w->sel_w || !w->rows || !w->xg || !w->exp_out ||
+        !w->shexp_gate)
+        goto oom;
+    *out = w;
+    return MICA_OK;
+oom:
+    model_work_free(w);
+    return core_fail(err, MICA_ENOMEM, "out of memory for a batch of %d tokens", n_batch);
+}
+
+void model_work_free(model_work *w)
+{
+    if (!w) return;
+    float *bufs[] = {w->x,      w->xn,    w->q,    w->k,       w->v,
+                     w->att,    w->out,   w->gate, w->up,      w->scores,
+                     w->router, w->sel_w, w->xg,   w->exp_out, w->shexp_gate};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(w->sel);
+    free(w->rows);
+    free(w);
+}
+
+/* ---- element-wise operations (ggml-cpu's numerics) ----------------------------------- */
+
+/* y = x / sqrt(mean(x^2) + eps) * w: squares in float, sum in double, mean in float. */
+static void rms_norm(const float *x, const float *w, float *y, int64_t n, float eps)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+static void rms_norm_rows(const float *x, const float *w, float *y, int64_t n_rows, int64_t n,
+                          float eps)
+{
+    for (int64_t r = 0; r < n_rows; r++) rms_norm(x + r * n, w, y + r * n, n, eps);
+}
+
+static float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+static void swiglu(float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) gate[i] = silu(gate[i]) * up[i];
+}
+
+static void add_bias_rows(float *y, const float *b, int64_t n_rows, int64_t n)
+{
+    if (!b) return;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) y[r * n + i] += b[i];
+}
+
+static void scale_rows(float *y, int64_t n, float s)
+{
+    if (s == 1.0f) return;
+    for (int64_t i = 0; i < n; i++) y[i] *= s;
+}
+
+static void add_into(float *x, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Softmax in place: expf(x - max), sum in double, then one multiply (ggml_soft_max). */
+static void softmax(float *x, int64_t n)
+{
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* Rotates the first n_rot dims of each head of one row at position pos. The angle of pair i
+ * is pos * base^(-2i/n_rot), built by repeated float multiplication as ggml does. NORM
+ * rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + n_rot/2]). */
+static void rope_row(float *row, int n_heads, int head_dim, int n_rot, int32_t pos, float base,
+                     model_rope mode)
+{
+    const float theta_scale = powf(base, -2.0f / (float)n_rot);
+    float cs[1024]; /* (n_rot/2) cos, sin pairs; n_rot <= head_dim <= 1024 */
+    float theta = (float)pos;
+    for (int i = 0; i < n_rot / 2; i++) {
+        cs[2 * i] = cosf(theta);
+        cs[2 * i + 1] = sinf(theta);
+        theta *= theta_scale;
+    }
+    const int half = n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = row + (int64_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            const int i0 = mode == MODEL_ROPE_NORM ? 2 * i : i;
+            const int i1 = mode == MODEL_ROPE_NORM ? 2 * i + 1 : i + half;
+            const float c = cs[2 * i], s = cs[2 * i + 1];
+            const float x0 = x[i0], x1 = x[i1];
+            x[i0] = x0 * c - x1 * s;
+            x[i1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/* ---- attention ----------------------------------------------------------------------- */
+
+typedef struct attn_job {
+    const model *m;
+    model_work *w;
+    const model_kv *kv;
+    const model_batch_tok *batch;
+    int il;
+} attn_job;
+
+static size_t kv_offset(const model *m, const model_kv *kv, int il, int32_t seq, int32_t pos)
+{
+    const size_t nkv = (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim;
+    return (((size_t)il * (size_t)kv->n_seq + (size_t)seq) * (size_t)kv->n_ctx + (size_t)pos) * nkv;
+}
+
+/* One query head of one token against positions 0..pos of its sequence. */
+static void attn_head(const attn_job *j, int64_t t, int h, float *p)
+{
+    const model_hparams *hp = &j->m->hp;
+    const int hd = hp->head_dim;
+    const model_batch_tok *bt = &j->batch[t];
+    const int kvh = h / (hp->n_head / hp->n_head_kv); /* consecutive heads share a KV head */
+    const float *q = j->w->q + (t * hp->n_head + h) * hd;
+    const size_t stride = (size_t)hp->n_head_kv * hd;
+    const float *kc = j->kv->k + kv_offset(j->m, j->kv, j->il, bt->seq, 0) + (size_t)kvh * hd;
+    const float *vc = j->kv->v + kv_offset(j->m, j->kv, j->il, bt->seq, 0) + (size_t)kvh * hd;
+    const int32_t n = bt->pos + 1;
+    for (int32_t i = 0; i < n; i++) {
+        const float *k = kc + (size_t)i * stride;
+        float s = 0.0f;
+        for (int d = 0; d < hd; d++) s += q[d] * k[d];
+        p[i] = s * hp->attn_scale;
+    }
+    softmax(p, n);
+    float *o = j->w->att + (t * hp->n_head + h) * hd;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int32_t i = 0; i < n; i++) {
+        const float *v = vc + (size_t)i * stride;
+        const float pi = p[i];
+        for (int d = 0; d < hd; d++) o[d] += pi * v[d];
+    }
+}
+
+static void attn_range(void *ctx, int64_t i0, int64_t i1, int thread)
+{
+    const attn_job *j = ctx;
+    const int n_head = j->m->hp.n_head;
+    float *p = j->w->scores + (size_t)thread * (size_t)j->w->n_ctx;
+    for (int64_t i = i0; i < i1; i++) attn_head(j, i / n_head, (int)(i % n_head), p);
+}
+
+/* Per-head (qwen3) or whole-row (olmoe) RMSNorm of q and k, before RoPE. */
+static void qk_norm(const model *m, const model_layer *l, model_work *w, int32_t n)
+{
+    const model_hparams *hp = &m->hp;
+    const int64_t nq = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t nkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    switch (m->arch->qk_norm) {
+    case MODEL_QK_NORM_NONE:
+        return;
+    case MODEL_QK_NORM_HEAD:
+        rms_norm_rows(w->q, l->q_norm, w->q, n * hp->n_head, hp->head_dim, hp->norm_eps);
+        rms_norm_rows(w->k, l->k_norm, w->k, n * hp->n_head_kv, hp->head_dim, hp->norm_eps);
+        return;
+    case MODEL_QK_NORM_FULL:
+        rms_norm_rows(w->q, l->q_norm, w->q, n, nq, hp->norm_eps);
+        rms_norm_rows(w->k, l->k_norm, w->k, n, nkv, hp->norm_eps);
+        return;
+    }
+}
+
+static void attention_block(const model *m, int il, model_work *w, model_kv *kv, tensor_pool *pool,
+                            const model_batch_tok *batch, int32_t n)
+{
+    const model_hparams *hp = &m->hp;
+    const model_layer *l = &m->layers[il];
+    const int64_t nq = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t nkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    rms_norm_rows(w->x, l->attn_norm, w->xn, n, hp->n_embd, hp->norm_eps);
+    tensor_matmul(pool, &l->wq, w->xn, n, w->q);
+    tensor_matmul(pool, &l->wk, w->xn, n, w->k);
+    tensor_matmul(pool, &l->wv, w->xn, n, w->v);
+    add_bias_rows(w->q, l->bq, n, nq);
+    add_bias_rows(w->k, l->bk, n, nkv);
+    add_bias_rows(w->v, l->bv, n, nkv);
+    qk_norm(m, l, w, n);
+    for (int32_t t = 0; t < n; t++) {
+        if (hp->rope_on && hp->n_rot > 0) {
+            rope_row(w->q + t * nq, hp->n_head, hp->head_dim, hp->n_rot, batch[t].pos,
+                     hp->rope_base, m->arch->rope);
+            rope_row(w->k + t * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, batch[t].pos,
+                     hp->rope_base, m->arch->rope);
+        }
+        const size_t o = kv_offset(m, kv, il, batch[t].seq, batch[t].pos);
+        memcpy(kv->k + o, w->k + t * nkv, (size_t)nkv * sizeof(float));
+        memcpy(kv->v + o, w->v + t * nkv, (size_t)nkv * sizeof(float));
+    }
+    attn_job job = {m, w, kv, batch, il};
+    tensor_pool_for(pool, (int64_t)n * hp->n_head, attn_range, &job);
+    tensor_matmul(pool, &l->wo, w->att, n, w->out);
+    add_bias_rows(w->out, l->bo, n, hp->n_embd);
+    scale_rows(w->out, (int64_t)n * hp->n_embd, hp->residual_scale);
+    add_into(w->x, w->out, (int64_t)n * hp->n_embd);
+}
+
+/* ---- feed-forward -------------------------------------------------------------------- */
+
+/* down(silu(gate(x)) * up(x)) for n rows of x into y. */
+static void swiglu_ffn(tensor_pool *pool, model_work *w, const tensor_view *gate,
+                       const tensor_view *up, const tensor_view *down, const float *x, int32_t n,
+                       float *y)
+{
+    const int64_t ff = gate->ne[1];
+    tensor_matmul(pool, gate, x, n, w->gate);
+    tensor_matmul(pool, up, x, n, w->up);
+    swiglu(w->gate, w->up, n * ff);
+    tensor_matmul(pool, down, w->gate, n, y);
+}
+
+/* Top-k of one row of router probabilities, largest first. */
+static void moe_top_k(const float *probs, int n_expert, int k, int32_t *sel, float *sel_w)
+{
+    for (int s = 0; s < k; s++) {
+        int best = -1;
+        for (int e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int u = 0; u < s; u++) taken |= sel[u] == e;
+            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
+        }
+        sel[s] = best;
+        sel_w[s] = probs[best];
+    }
+}
+
+/* Softmax over all experts, top-k, optional renormalisation (clamped as llama.cpp does). */
+static void moe_route(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
+                      int32_t n)
+{
+    const int nx = m->hp.n_expert, k = m->hp.n_expert_used;
+    tensor_matmul(pool, &l->gate_inp, w->xn, n, w->router);
+    for (int32_t t = 0; t < n; t++) {
+        float *probs = w->router + (int64_t)t * nx;
+        softmax(probs, nx);
+        int32_t *sel = w->sel + (int64_t)t * k;
+        float *sel_w = w->sel_w + (int64_t)t * k;
+        moe_top_k(probs, nx, k, sel, sel_w);
+        if (!m->arch->moe_renorm) continue;
+        float sum = 0.0f;
+        for (int s = 0; s < k; s++) sum += sel_w[s];
+        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+        for (int s = 0; s < k; s++) sel_w[s] /= sum;
+    }
+}
+
+/* Runs expert e on the tokens routed to it, all at once, so its weights are read once per
+ * batch; writes each result into that token's slot of exp_out. */
+static void moe_run_expert(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
+                           int32_t n, int e)
+{
+    const int k = m->hp.n_expert_used;
+    const int64_t ne = m->hp.n_embd;
+    int32_t n_rows = 0;
+    for (int32_t i = 0; i < n * k; i++)
+        if (w->sel[i] == e) w->rows[n_rows++] = i;
+    if (!n_rows) return;
+    for (int32_t r = 0; r < n_rows; r++)
+        memcpy(w->xg + r * ne, w->xn + (w->rows[r] / k) * ne, (size_t)ne * sizeof(float));
+    const tensor_view gate = tensor_view_matrix(&l->gate_exps, e);
+    const tensor_view up = tensor_view_matrix(&l->up_exps, e);
+    const tensor_view down = tensor_view_matrix(&l->down_exps, e);
+    /* w->out is free until the block's sum is formed below. */
+    swiglu_ffn(pool, w, &gate, &up, &down, w->xg, n_rows, w->out);
+    for (int32_t r = 0; r < n_rows; r++)
+        memcpy(w->exp_out + (int64_t)w->rows[r] * ne, w->out + r * ne, (size_t)ne * sizeof(float));
+}
+
+static void moe_shared_expert(const model *m, const model_layer *l, model_work *w,
+                              tensor_pool *pool, int32_t n)
+{
+    const int64_t ne = m->hp.n_embd;
+    for (int32_t t = 0; t < n; t++) {
+        float g = 1.0f;
+        if (l->gate_inp_shexp) {
+            float s = 0.0f;
+            for (int64_t i = 0; i < ne; i++) s += l->gate_inp_shexp[i] * w->xn[t * ne + i];
+            g = 1.0f / (1.0f + expf(-s)); /* a real sigmoid */
+        }
+        w->shexp_gate[t] = g;
+    }
+    swiglu_ffn(pool, w, &l->gate_shexp, &l->up_shexp, &l->down_shexp, w->xn, n, w->xg);
+    for (int32_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < ne; i++) w->out[t * ne + i] += w->xg[t * ne + i] * w->shexp_gate[t];
+}
+
+static void moe_block(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
+                      int32_t n)
+{
+    const int k = m->hp.n_expert_used;
+    const int64_t ne = m->hp.n_embd;
+    moe_route(m, l, w, pool, n);
+    for (int e = 0; e < m->hp.n_expert; e++) moe_run_expert(m, l, w, pool, n, e);
+    /* Weighted sum in selection order, as llama.cpp adds the expert outputs. */
+    for (int32_t t = 0; t < n; t++) {
+        float *o = w->out + t * ne;
+        for (int64_t i = 0; i < ne; i++) o[i] = 0.0f;
+        for (int s = 0; s < k; s++) {
+            const float *eo = w->exp_out + ((int64_t)t * k + s) * ne;
+            const float ws = w->sel_w[t * k + s];
+            for (int64_t i = 0; i < ne; i++) o[i] += eo[i] * ws;
+        }
+    }
+    if (l->gate_shexp.data) moe_shared_expert(m, l, w, pool, n);
+}
+
+static void ffn_block(const model *m, int il, model_work *w, tensor_pool *pool, int32_t n)
+{
+    const model_hparams *hp = &m->hp;
+    const model_layer *l = &m->layers[il];
+    rms_norm_rows(w->x, l->ffn_norm, w->xn, n, hp->n_embd, hp->norm_eps);
+    if (l->gate_inp.data)
+        moe_block(m, l, w, pool, n);
+    else
+        swiglu_ffn(pool, w, &l->ffn_gate, &l->ffn_up, &l->ffn_down, w->xn, n, w->out);
+    scale_rows(w->out, (int64_t)n * hp->n_embd, hp->residual_scale);
+    add_into(w->x, w->out, (int64_t)n * hp->n_embd);
+}
+
+/* ---- the pass ------------------------------------------------------------------------ */
+
+static mica_status check_batch(const model *m, const model_work *w, const model_kv *kv,
+                               const model_batch_tok *batch, int32_t n, mica_err *err)
+{
+    if (n < 1 || n > w->n_batch)
+        return core_fail(err, MICA_ERANGE, "batch of %d tokens (1 to %d allowed)", n, w->n_batch);
+    for (int32_t t = 0; t < n; t++) {
+        const model_batch_tok *b = &batch[t];
+        if (b->token < 0 || b->token >= m->hp.n_vocab)
+            return core_fail(err, MICA_ERANGE, "token id %d out of range [0, %d)", b->token,
+                             m->hp.n_vocab);
+        if (b->seq < 0 || b->seq >= kv->n_seq)
+            return core_fail(err, MICA_ERANGE, "sequence %d out of range [0, %d)", b->seq,
+                             kv->n_seq);
+        if (b->pos < 0 || b->pos >= kv->n_ctx || b->pos >= w->n_ctx)
+            return core_fail(err, MICA_ERANGE, "position %d is past the context size %d", b->pos,
+                             kv->n_ctx);
+    }
+    return MICA_OK;
+}
+
+static void embed(const model *m, model_work *w, const model_batch_tok *batch, int32_t n)
+{
+    const int64_t ne = m->hp.n_embd;
+    for (int32_t t = 0; t < n; t++) tensor_get_row(&m->tok_embd, batch[t].token, w->x + t * ne);
+    scale_rows(w->x, n * ne, m->hp.embd_scale);
+}
+
+/* Final norm and projection for the rows that want logits (llama.cpp skips the others). */
+static void output_logits(const model *m, model_work *w, tensor_pool *pool,
+                          const model_batch_tok *batch, int32_t n, float *logits)
+{
+    const model_hparams *hp = &m->hp;
+    const int64_t ne = hp->n_embd;
+    int32_t n_out = 0;
+    for (int32_t t = 0; t < n; t++) {
+        if (!batch[t].logits) continue;
+        rms_norm(w->x + t * ne, m->output_norm, w->xn + n_out * ne, ne, hp->norm_eps);
+        n_out++;
+    }
+    if (!n_out) return;
+    tensor_matmul(pool, &m->output, w->xn, n_out, logits);
+    add_bias_rows(logits, m->output_bias, n_out, hp->n_vocab);
+    /* ggml_scale by the reciprocal, not a division, to match llama.cpp bit for bit. */
+    scale_rows(logits, (int64_t)n_out * hp->n_vocab, 1.0f / hp->logit_scale);
+}
+
+mica_status model_forward(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,
+                          const model_batch_tok *batch, int32_t n, float *logits, mica_err *err)
+{
+    mica_status st = check_batch(m, w, kv, batch, n, err);
+    if (st) return st;
+    embed(m, w, batch, n);
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        attention_block(m, il, w, kv, pool, batch, n);
+        ffn_block(m, il, w, pool, n);
+    }
+    output_logits(m, w, pool, batch, n, logits);
+    return MICA_OK;
+}
