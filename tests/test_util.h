@@ -27,14 +27,14 @@ static inline const char *tu_shared(void)
 }
 
 /* Builds "<shared>/<rel>" into buf; skips the test (with a message) when shared is absent. */
-#define TU_SHARED_PATH(buf, rel)                                                                \
-    do {                                                                                        \
-        const char *tu_s_ = tu_shared();                                                        \
-        if (!tu_s_) {                                                                           \
-            printf("SKIP: ../shared is absent; reference data test skipped\n");                 \
-            skip();                                                                             \
-        }                                                                                       \
-        snprintf((buf), sizeof(buf), "%s/%s", tu_s_, (rel));                                    \
+#define TU_SHARED_PATH(buf, rel)                                                                   \
+    do {                                                                                           \
+        const char *tu_s_ = tu_shared();                                                           \
+        if (!tu_s_) {                                                                              \
+            printf("SKIP: ../shared is absent; reference data test skipped\n");                    \
+            skip();                                                                                \
+        }                                                                                          \
+        snprintf((buf), sizeof(buf), "%s/%s", tu_s_, (rel));                                       \
     } while (0)
 
 static inline int tu_exists(const char *path)
@@ -69,8 +69,8 @@ static inline char *tu_read_file(const char *path, size_t *len)
 
 /* Compares n floats; on the first element with |a-b| > atol fails with index and values.
  * Returns the maximum absolute difference. */
-static inline double tu_check_close(const char *what, const float *got, const float *want,
-                                    size_t n, double atol)
+static inline double tu_check_close(const char *what, const float *got, const float *want, size_t n,
+                                    double atol)
 {
     double maxd = 0;
     for (size_t i = 0; i < n; i++) {
@@ -82,6 +82,31 @@ static inline double tu_check_close(const char *what, const float *got, const fl
         if (d > maxd) maxd = d;
     }
     return maxd;
+}
+
+/* Reads the numbers of the JSON array that follows "key": in text (a reference sidecar such
+ * as llama.cpp's logits .json). Returns how many were read (at most max), -1 if absent. */
+static inline int tu_json_numbers(const char *text, const char *key, double *out, int max)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    const char *p = strstr(text, pat);
+    if (!p) return -1;
+    p = strchr(p + strlen(pat), '[');
+    if (!p) return -1;
+    p++;
+    int n = 0;
+    while (*p && *p != ']' && n < max) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p) {
+            p++;
+            continue;
+        }
+        out[n++] = v;
+        p = end;
+    }
+    return n;
 }
 
 #endif

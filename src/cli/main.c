@@ -1,15 +1,43 @@
 /*
  * main.c - the `mica` command: dispatches to one subcommand per file in src/cli/.
  */
+#include "cli.h"
+
 #include <stdio.h>
 #include <string.h>
 
+typedef struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+
+static const cli_command commands[] = {
+    {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"tokenize", cmd_tokenize, "turn text into token ids"},
+    {"run", cmd_run, "generate text from a prompt"},
+    {"logits", cmd_logits, "write the logits of a token sequence to a file"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mica <command> [options]   (mica <command> --help for its options)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        printf("usage: mica <command> [options]\n");
-        return argc < 2 ? 1 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
     }
-    fprintf(stderr, "mica: unknown command '%s'\n", argv[1]);
-    return 1;
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    return cli_fail("unknown command '%s' (see mica --help)", argv[1]);
 }

@@ -15,13 +15,20 @@
 const char *mica_status_str(mica_status s)
 {
     switch (s) {
-    case MICA_OK: return "ok";
-    case MICA_EIO: return "i/o error";
-    case MICA_EFORMAT: return "format error";
-    case MICA_EUNSUPPORTED: return "unsupported";
-    case MICA_ENOMEM: return "out of memory";
-    case MICA_EINVAL: return "invalid argument";
-    case MICA_ERANGE: return "out of range";
+    case MICA_OK:
+        return "ok";
+    case MICA_EIO:
+        return "i/o error";
+    case MICA_EFORMAT:
+        return "format error";
+    case MICA_EUNSUPPORTED:
+        return "unsupported";
+    case MICA_ENOMEM:
+        return "out of memory";
+    case MICA_EINVAL:
+        return "invalid argument";
+    case MICA_ERANGE:
+        return "out of range";
     }
     return "unknown status";
 }

@@ -8,7 +8,8 @@
 static void test_fail_formats_message(void **state)
 {
     mica_err err = {0};
-    mica_status st = core_fail(&err, MICA_EFORMAT, "%s: bad key '%s' (offset %d)", "f.gguf", "k", 12);
+    mica_status st =
+        core_fail(&err, MICA_EFORMAT, "%s: bad key '%s' (offset %d)", "f.gguf", "k", 12);
     assert_int_equal(st, MICA_EFORMAT);
     assert_int_equal(err.status, MICA_EFORMAT);
     assert_string_equal(err.msg, "f.gguf: bad key 'k' (offset 12)");

@@ -1,0 +1,39 @@
+/*
+ * cli.h - what the subcommands share: the error line format (`mica: <what>: <problem>`),
+ * option value parsing with messages that name the option, and the command table.
+ */
+#ifndef MICA_CLI_H
+#define MICA_CLI_H
+
+#include "mica.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Prints "mica: <message>\n" to stderr and returns 1 (the exit code for errors). */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "mica: <err->msg>" and returns 1. */
+int cli_fail_err(const mica_err *err);
+
+/* Option parsing over argv. cli_opt_value takes the value of option argv[*i] (advancing *i)
+ * or reports "mica: OPT: missing value". */
+typedef struct cli_args {
+    int argc;
+    char **argv;
+    int i;
+} cli_args;
+
+bool cli_is(const cli_args *a, const char *short_name, const char *long_name);
+const char *cli_value(cli_args *a); /* NULL after printing an error */
+bool cli_int(cli_args *a, long lo, long hi, long *out);
+bool cli_float(cli_args *a, double lo, double hi, double *out);
+bool cli_u64(cli_args *a, uint64_t *out);
+bool cli_wants_help(int argc, char **argv);
+int cli_unknown(const cli_args *a); /* "mica: CMD: unknown option 'X' (see --help)" */
+
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+
+#endif

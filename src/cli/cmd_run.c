@@ -1,0 +1,196 @@
+/*
+ * cmd_run.c - `mica run`: tokenizes a prompt, evaluates it in one batched pass, then
+ * samples and streams the continuation to stdout token by token until -n tokens, an
+ * end-of-generation token or the end of the context. A summary line goes to stderr.
+ */
+#include "cli.h"
+#include "core/core.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char run_help[] =
+    "usage: mica run -m MODEL -p PROMPT [options]\n"
+    "\n"
+    "Generates a continuation of PROMPT and streams it to stdout (the prompt itself is not\n"
+    "printed unless --echo). A summary goes to stderr.\n"
+    "\n"
+    "  -m, --model FILE        GGUF model\n"
+    "  -p, --prompt TEXT       the prompt (BOS is added as the model's metadata says)\n"
+    "  -n, --n-predict N       tokens to generate (default 128; -1: until the context is full)\n"
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
+    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"
+    "      --min-p P           drop tokens below P x the top probability (default 0.05)\n"
+    "      --repeat-penalty R  penalise recently seen tokens (default 1.0 = off)\n"
+    "      --repeat-last-n N   how many recent tokens the penalties consider (default 64)\n"
+    "      --frequency-penalty F, --presence-penalty P   (default 0)\n"
+    "  -s, --seed S            random seed (default 0); the same seed gives the same text\n"
+    "  -c, --ctx N             context size in tokens (default: the model's)\n"
+    "  -t, --threads N         threads (default: all CPUs)\n"
+    "      --echo              print the prompt before the continuation\n";
+
+typedef struct run_opts {
+    const char *model, *prompt;
+    long n_predict, n_ctx, n_threads;
+    bool echo;
+    mica_sampler_params sp;
+} run_opts;
+
+static int run_parse_sampling(cli_args *a, mica_sampler_params *sp, bool *handled)
+{
+    double d;
+    long l;
+    *handled = true;
+    if (cli_is(a, NULL, "--temp")) {
+        if (!cli_float(a, 0, 100, &d)) return 1;
+        sp->temperature = (float)d;
+    } else if (cli_is(a, NULL, "--top-k")) {
+        if (!cli_int(a, 0, 1L << 30, &l)) return 1;
+        sp->top_k = (int32_t)l;
+    } else if (cli_is(a, NULL, "--top-p")) {
+        if (!cli_float(a, 0, 1, &d)) return 1;
+        sp->top_p = (float)d;
+    } else if (cli_is(a, NULL, "--min-p")) {
+        if (!cli_float(a, 0, 1, &d)) return 1;
+        sp->min_p = (float)d;
+    } else if (cli_is(a, NULL, "--repeat-penalty")) {
+        if (!cli_float(a, 0.01, 100, &d)) return 1;
+        sp->repeat_penalty = (float)d;
+    } else if (cli_is(a, NULL, "--repeat-last-n")) {
+        if (!cli_int(a, 0, 1L << 20, &l)) return 1;
+        sp->penalty_last_n = (int32_t)l;
+    } else if (cli_is(a, NULL, "--frequency-penalty")) {
+        if (!cli_float(a, -100, 100, &d)) return 1;
+        sp->frequency_penalty = (float)d;
+    } else if (cli_is(a, NULL, "--presence-penalty")) {
+        if (!cli_float(a, -100, 100, &d)) return 1;
+        sp->presence_penalty = (float)d;
+    } else if (cli_is(a, "-s", "--seed")) {
+        if (!cli_u64(a, &sp->seed)) return 1;
+    } else {
+        *handled = false;
+    }
+    return 0;
+}
+
+static int run_parse(int argc, char **argv, run_opts *o)
+{
+    cli_args a = {argc, argv, 0};
+    for (a.i = 1; a.i < argc; a.i++) {
+        bool handled;
+        if (run_parse_sampling(&a, &o->sp, &handled)) return 1;
+        if (handled) continue;
+        if (cli_is(&a, "-m", "--model")) {
+            if (!(o->model = cli_value(&a))) return 1;
+        } else if (cli_is(&a, "-p", "--prompt")) {
+            if (!(o->prompt = cli_value(&a))) return 1;
+        } else if (cli_is(&a, "-n", "--n-predict")) {
+            if (!cli_int(&a, -1, 1L << 30, &o->n_predict)) return 1;
+        } else if (cli_is(&a, "-c", "--ctx")) {
+            if (!cli_int(&a, 1, 1L << 24, &o->n_ctx)) return 1;
+        } else if (cli_is(&a, "-t", "--threads")) {
+            if (!cli_int(&a, 1, 1024, &o->n_threads)) return 1;
+        } else if (cli_is(&a, NULL, "--echo")) {
+            o->echo = true;
+        } else {
+            return cli_unknown(&a);
+        }
+    }
+    if (!o->model) return cli_fail("run: -m MODEL is required");
+    if (!o->prompt) return cli_fail("run: -p PROMPT is required");
+    return 0;
+}
+
+static void print_piece(const mica_model *m, mica_token t)
+{
+    char piece[256];
+    size_t len = mica_token_to_piece(m, t, false, piece, sizeof piece);
+    fwrite(piece, 1, len < sizeof piece ? len : sizeof piece, stdout);
+    fflush(stdout);
+}
+
+typedef struct run_state {
+    mica_model *m;
+    mica_context *c;
+    mica_sampler *s;
+    mica_token *prompt;
+    float *logits;
+    size_t n_prompt;
+} run_state;
+
+static mica_status run_generate(run_state *r, const run_opts *o, int32_t n_ctx, int *n_gen,
+                                mica_err *err)
+{
+    mica_status st =
+        mica_decode(r->c, 0, r->prompt, (int32_t)r->n_prompt, 0, false, r->logits, err);
+    if (st) return st;
+    for (size_t i = 0; i < r->n_prompt; i++) mica_sampler_accept(r->s, r->prompt[i]);
+    int32_t pos = (int32_t)r->n_prompt;
+    *n_gen = 0;
+    while (o->n_predict < 0 || *n_gen < o->n_predict) {
+        mica_token t = mica_sampler_sample(r->s, r->logits);
+        if (mica_model_is_eog(r->m, t)) break;
+        print_piece(r->m, t);
+        ++*n_gen;
+        if (pos >= n_ctx) break;
+        if ((st = mica_decode(r->c, 0, &t, 1, pos++, false, r->logits, err))) return st;
+    }
+    return MICA_OK;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(run_help, stdout);
+        return 0;
+    }
+    run_opts o = {.n_predict = 128, .sp = mica_sampler_default_params()};
+    if (run_parse(argc, argv, &o)) return 1;
+    run_state r = {0};
+    mica_err err;
+    int rc = 1;
+    if (mica_model_load(&r.m, o.model, &err)) goto fail_err;
+    mica_context_params cp = mica_context_default_params();
+    cp.n_ctx = (int32_t)o.n_ctx;
+    cp.n_threads = (int32_t)o.n_threads;
+    if (mica_context_new(&r.c, r.m, cp, &err)) goto fail_err;
+    const int32_t n_ctx = o.n_ctx ? (int32_t)o.n_ctx : mica_model_n_ctx_train(r.m);
+    size_t len = strlen(o.prompt), cap = len + 16;
+    r.prompt = malloc(cap * sizeof *r.prompt);
+    r.logits = malloc((size_t)mica_model_n_vocab(r.m) * sizeof *r.logits);
+    if (!r.prompt || !r.logits) {
+        rc = cli_fail("run: out of memory");
+        goto done;
+    }
+    if (mica_tokenize(r.m, o.prompt, len, true, false, r.prompt, cap, &r.n_prompt, &err))
+        goto fail_err;
+    if (r.n_prompt == 0) {
+        rc = cli_fail("run: the prompt has no tokens");
+        goto done;
+    }
+    if ((int64_t)r.n_prompt >= n_ctx) {
+        rc = cli_fail("run: the prompt has %zu tokens; the context holds %d", r.n_prompt, n_ctx);
+        goto done;
+    }
+    if (mica_sampler_new(&r.s, o.sp, mica_model_n_vocab(r.m), &err)) goto fail_err;
+    if (o.echo) fputs(o.prompt, stdout);
+    double t0 = core_now();
+    int n_gen = 0;
+    if (run_generate(&r, &o, n_ctx, &n_gen, &err)) goto fail_err;
+    double dt = core_now() - t0;
+    fprintf(stderr, "\nmica: %zu prompt tokens, %d generated in %.2f s (%.1f tokens/s)\n",
+            r.n_prompt, n_gen, dt, dt > 0 ? (double)(r.n_prompt + (size_t)n_gen) / dt : 0.0);
+    rc = 0;
+    goto done;
+fail_err:
+    rc = cli_fail_err(&err);
+done:
+    mica_sampler_free(r.s);
+    free(r.prompt);
+    free(r.logits);
+    mica_context_free(r.c);
+    mica_model_free(r.m);
+    return rc;
+}
