@@ -7,6 +7,7 @@
 #include "test_util.h"
 
 #include "gguf/gguf.h"
+#include "gguf_bytes.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -760,31 +761,6 @@ static void test_many_keys(void **state)
 }
 
 /* ---- GGUF v2 ------------------------------------------------------------------------- */
-
-typedef struct bb {
-    uint8_t d[256];
-    size_t n;
-} bb;
-
-static void bb_put(bb *b, const void *p, size_t n)
-{
-    assert_true(b->n + n <= sizeof b->d);
-    memcpy(b->d + b->n, p, n);
-    b->n += n;
-}
-static void bb_u32(bb *b, uint32_t v)
-{
-    bb_put(b, &v, 4);
-}
-static void bb_u64(bb *b, uint64_t v)
-{
-    bb_put(b, &v, 8);
-}
-static void bb_str(bb *b, const char *s)
-{
-    bb_u64(b, strlen(s));
-    bb_put(b, s, strlen(s));
-}
 
 static void test_read_v2(void **state)
 {

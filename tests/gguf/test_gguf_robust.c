@@ -8,6 +8,8 @@
 #include "test_util.h"
 
 #include "gguf/gguf.h"
+#include "gguf_bytes.h"
+#include "gguf_exercise.h"
 
 #include <unistd.h>
 
@@ -76,30 +78,6 @@ static void test_open_errors(void **state)
 
 /* ---- hand-built files ---------------------------------------------------------------- */
 
-typedef struct bb {
-    uint8_t d[1024];
-    size_t n;
-} bb;
-
-static void bb_put(bb *b, const void *p, size_t n)
-{
-    assert_true(b->n + n <= sizeof b->d);
-    memcpy(b->d + b->n, p, n);
-    b->n += n;
-}
-static void bb_u32(bb *b, uint32_t v)
-{
-    bb_put(b, &v, 4);
-}
-static void bb_u64(bb *b, uint64_t v)
-{
-    bb_put(b, &v, 8);
-}
-static void bb_str(bb *b, const char *s)
-{
-    bb_u64(b, strlen(s));
-    bb_put(b, s, strlen(s));
-}
 static void bb_header(bb *b, uint64_t n_tensors, uint64_t n_kv)
 {
     b->n = 0;
@@ -323,54 +301,7 @@ static void test_defects_in_tensors(void **state)
 
 /* ---- exercising whatever parsed ------------------------------------------------------ */
 
-/* Calls every accessor on every entry of a file that opened; ASan/UBSan catch any stray
- * read. Returns a checksum so the reads cannot be optimised away. */
-static uint64_t exercise(const gguf_file *f)
-{
-    uint64_t sum = 0;
-    char buf[160];
-    for (uint64_t i = 0; i < f->n_kv; i++) {
-        const gguf_kv *kv = &f->kv[i];
-        gguf_kv_format(kv, buf, sizeof buf);
-        sum += strlen(buf);
-        char key[256];
-        if (kv->key.len < sizeof key && !memchr(kv->key.ptr, 0, (size_t)kv->key.len)) {
-            memcpy(key, kv->key.ptr, (size_t)kv->key.len);
-            key[kv->key.len] = '\0';
-            assert_ptr_equal(gguf_find(f, key), kv);
-            int64_t v;
-            double d;
-            gguf_str s;
-            bool b;
-            mica_err err;
-            (void)gguf_get_int(f, key, &v, &err);
-            (void)gguf_get_float(f, key, &d, &err);
-            (void)gguf_get_str(f, key, &s, &err);
-            (void)gguf_get_bool_opt(f, key, &b, &err);
-        }
-        if (kv->type != GGUF_VT_ARRAY) continue;
-        for (uint64_t j = 0; j < kv->arr_n; j++) {
-            if (kv->arr_type == GGUF_VT_STRING) {
-                gguf_str s = gguf_arr_str(f, kv, j);
-                for (uint64_t c = 0; c < s.len; c++) sum += (uint8_t)s.ptr[c];
-            } else if (kv->arr_type == GGUF_VT_F32 || kv->arr_type == GGUF_VT_F64) {
-                sum += gguf_arr_float(kv, j) > 0;
-            } else {
-                sum += (uint64_t)gguf_arr_int(kv, j);
-            }
-        }
-    }
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        const gguf_tensor *t = &f->tensors[i];
-        assert_ptr_equal(gguf_find_tensor(f, t->name), t);
-        sum += (uint64_t)gguf_tensor_nelements(t);
-        const uint8_t *p = t->data;
-        for (uint64_t j = 0; j < t->nbytes; j++) sum += p[j];
-    }
-    return sum;
-}
-
-/* Parses data[0..n) from an exact-size copy: an error, or a file that survives exercise(). */
+/* Parses data[0..n) from an exact-size copy: an error, or a file that survives gguf_exercise(). */
 static bool parse_copy(const uint8_t *data, size_t n, uint64_t *sum)
 {
     uint8_t *copy = malloc(n ? n : 1);
@@ -380,7 +311,7 @@ static bool parse_copy(const uint8_t *data, size_t n, uint64_t *sum)
     mica_err err = {0};
     mica_status st = gguf_open_memory(&f, copy, n, "fuzz", &err);
     if (st == MICA_OK) {
-        *sum += exercise(f);
+        *sum += gguf_exercise(f);
         gguf_close(f);
     } else {
         assert_null(f);
