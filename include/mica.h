@@ -49,6 +49,9 @@ void mica_model_free(mica_model *m);
 int32_t mica_model_n_vocab(const mica_model *m);
 int32_t mica_model_n_ctx_train(const mica_model *m);
 int32_t mica_model_n_embd(const mica_model *m);
+int32_t mica_model_n_layer(const mica_model *m);
+int32_t mica_model_n_expert(const mica_model *m);      /* routed experts per layer; 0: dense */
+int32_t mica_model_n_expert_used(const mica_model *m); /* experts each token is sent to */
 const char *mica_model_arch(const mica_model *m);
 mica_token mica_model_bos(const mica_model *m); /* -1 when the model has none */
 mica_token mica_model_eos(const mica_model *m);
@@ -92,6 +95,21 @@ mica_status mica_decode(mica_context *c, int32_t seq, const mica_token *tokens, 
 
 /* Forgets sequence `seq` from position `from` on (0 clears it). */
 void mica_seq_truncate(mica_context *c, int32_t seq, int32_t from);
+
+/* ---- Mixture-of-Experts routing statistics ------------------------------------------ */
+
+/* What the router of one layer did with one expert since the context was made or its
+ * statistics were last reset: how many tokens it sent there, and the mean gate weight those
+ * tokens gave the expert's output (after renormalisation where the architecture does it). */
+typedef struct mica_expert_stat {
+    uint64_t n_tokens;
+    double mean_weight; /* 0 when n_tokens is 0 */
+} mica_expert_stat;
+
+/* MICA_ERANGE for a layer or expert out of range (any expert of a dense model). */
+mica_status mica_context_expert_stat(const mica_context *c, int32_t layer, int32_t expert,
+                                     mica_expert_stat *out, mica_err *err);
+void mica_context_reset_expert_stats(mica_context *c);
 
 /* ---- sampling ------------------------------------------------------------------------ */
 

@@ -1,7 +1,8 @@
 /*
  * cmd_run.c - `mica run`: tokenizes a prompt, evaluates it in one batched pass, then
  * samples and streams the continuation to stdout token by token until -n tokens, an
- * end-of-generation token or the end of the context. A summary line goes to stderr.
+ * end-of-generation token or the end of the context. A summary line goes to stderr, and
+ * with --stats a table of the Mixture-of-Experts routing after it.
  */
 #include "cli.h"
 #include "core/core.h"
@@ -29,12 +30,14 @@ static const char run_help[] =
     "  -s, --seed S            random seed (default 0); the same seed gives the same text\n"
     "  -c, --ctx N             context size in tokens (default: the model's)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
-    "      --echo              print the prompt before the continuation\n";
+    "      --echo              print the prompt before the continuation\n"
+    "      --stats             after the text, a table of tokens routed to each expert of\n"
+    "                          each layer and their mean gate weight (MoE models), on stderr\n";
 
 typedef struct run_opts {
     const char *model, *prompt;
     long n_predict, n_ctx, n_threads;
-    bool echo;
+    bool echo, stats;
     mica_sampler_params sp;
 } run_opts;
 
@@ -94,6 +97,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
             if (!cli_int(&a, 1, 1024, &o->n_threads)) return 1;
         } else if (cli_is(&a, NULL, "--echo")) {
             o->echo = true;
+        } else if (cli_is(&a, NULL, "--stats")) {
+            o->stats = true;
         } else {
             return cli_unknown(&a);
         }
@@ -134,10 +139,39 @@ static mica_status run_generate(run_state *r, const run_opts *o, int32_t n_ctx, 
         if (mica_model_is_eog(r->m, t)) break;
         print_piece(r->m, t);
         ++*n_gen;
-        if (pos >= n_ctx) break;
+        /* The last token is not fed back: nothing would read its logits. */
+        if (pos >= n_ctx || *n_gen == o->n_predict) break;
         if ((st = mica_decode(r->c, 0, &t, 1, pos++, false, r->logits, err))) return st;
     }
     return MICA_OK;
+}
+
+/* Per layer and expert: tokens routed there, their share of the layer's routing decisions
+ * and the mean gate weight. Every evaluated token (the prompt, and each generated token but
+ * the last, which is never fed back) counts once per layer. */
+static void print_routing_stats(const mica_context *c, const mica_model *m)
+{
+    const int32_t n_layer = mica_model_n_layer(m), n_expert = mica_model_n_expert(m);
+    if (!n_expert) {
+        fputs("routing statistics: dense model, no experts\n", stderr);
+        return;
+    }
+    fprintf(stderr, "routing statistics: %d layers, %d experts, top-%d\n", n_layer, n_expert,
+            mica_model_n_expert_used(m));
+    fputs("layer  expert    tokens   share  mean weight\n", stderr);
+    for (int32_t l = 0; l < n_layer; l++) {
+        uint64_t layer_total = 0;
+        mica_expert_stat st;
+        for (int32_t e = 0; e < n_expert; e++)
+            if (!mica_context_expert_stat(c, l, e, &st, NULL)) layer_total += st.n_tokens;
+        for (int32_t e = 0; e < n_expert; e++) {
+            if (mica_context_expert_stat(c, l, e, &st, NULL)) continue;
+            const double share =
+                layer_total ? 100.0 * (double)st.n_tokens / (double)layer_total : 0;
+            fprintf(stderr, "%5d  %6d  %8llu  %5.1f%%  %11.4f\n", l, e,
+                    (unsigned long long)st.n_tokens, share, st.mean_weight);
+        }
+    }
 }
 
 int cmd_run(int argc, char **argv)
@@ -182,6 +216,7 @@ int cmd_run(int argc, char **argv)
     double dt = core_now() - t0;
     fprintf(stderr, "\nmica: %zu prompt tokens, %d generated in %.2f s (%.1f tokens/s)\n",
             r.n_prompt, n_gen, dt, dt > 0 ? (double)(r.n_prompt + (size_t)n_gen) / dt : 0.0);
+    if (o.stats) print_routing_stats(r.c, r.m);
     rc = 0;
     goto done;
 fail_err:

@@ -43,6 +43,18 @@ int32_t mica_model_n_embd(const mica_model *mm)
 {
     return mm->m->hp.n_embd;
 }
+int32_t mica_model_n_layer(const mica_model *mm)
+{
+    return mm->m->hp.n_layer;
+}
+int32_t mica_model_n_expert(const mica_model *mm)
+{
+    return mm->m->hp.n_expert;
+}
+int32_t mica_model_n_expert_used(const mica_model *mm)
+{
+    return mm->m->hp.n_expert_used;
+}
 const char *mica_model_arch(const mica_model *mm)
 {
     return mm->m->arch->name;
@@ -184,4 +196,25 @@ mica_status mica_decode(mica_context *c, int32_t seq, const mica_token *tokens, 
         c->seq_len[seq] = pos0 + done;
     }
     return MICA_OK;
+}
+
+mica_status mica_context_expert_stat(const mica_context *c, int32_t layer, int32_t expert,
+                                     mica_expert_stat *out, mica_err *err)
+{
+    const model_moe_stats *s = model_work_moe_stats(c->work);
+    *out = (mica_expert_stat){0, 0.0};
+    if (layer < 0 || layer >= c->model->m->hp.n_layer)
+        return core_fail(err, MICA_ERANGE, "layer %d out of range [0, %d)", layer,
+                         c->model->m->hp.n_layer);
+    if (expert < 0 || expert >= s->n_expert)
+        return core_fail(err, MICA_ERANGE, "expert %d out of range [0, %d)", expert, s->n_expert);
+    const size_t i = (size_t)layer * (size_t)s->n_expert + (size_t)expert;
+    out->n_tokens = s->n_tokens[i];
+    out->mean_weight = s->n_tokens[i] ? s->weight_sum[i] / (double)s->n_tokens[i] : 0.0;
+    return MICA_OK;
+}
+
+void mica_context_reset_expert_stats(mica_context *c)
+{
+    model_work_reset_moe_stats(c->work);
 }

@@ -34,6 +34,7 @@ struct model_work {
     float *xg;         /* (n_batch, n_embd) gathered inputs of one expert */
     float *exp_out;    /* (n_batch, n_expert_used, n_embd) expert outputs per slot */
     float *shexp_gate; /* (n_batch) */
+    model_moe_stats stats;
 };
 
 /* ---- scratch ------------------------------------------------------------------------- */
@@ -80,6 +81,14 @@ mica_status model_work_new(model_work **out, const model *m, int32_t n_batch, in
     w->xg = core_calloc(nb * e, sizeof(float));
     w->exp_out = core_calloc(nb * nu * e, sizeof(float));
     w->shexp_gate = core_calloc(nb, sizeof(float));
+    if (hp->n_expert) {
+        const size_t n_stats = (size_t)hp->n_layer * (size_t)hp->n_expert;
+        w->stats.n_layer = hp->n_layer;
+        w->stats.n_expert = hp->n_expert;
+        w->stats.n_tokens = core_calloc(n_stats, sizeof(uint64_t));
+        w->stats.weight_sum = core_calloc(n_stats, sizeof(double));
+        if (!w->stats.n_tokens || !w->stats.weight_sum) goto oom;
+    }
     if (!w->x || !w->xn || !w->q || !w->k || !w->v || !w->att || !w->out || !w->gate || !w->up ||
         !w->scores || !w->router || !w->sel || !w->sel_w || !w->rows || !w->xg || !w->exp_out ||
         !w->shexp_gate)
@@ -100,7 +109,22 @@ void model_work_free(model_work *w)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(w->sel);
     free(w->rows);
+    free(w->stats.n_tokens);
+    free(w->stats.weight_sum);
     free(w);
+}
+
+const model_moe_stats *model_work_moe_stats(const model_work *w)
+{
+    return &w->stats;
+}
+
+void model_work_reset_moe_stats(model_work *w)
+{
+    const size_t n = (size_t)w->stats.n_layer * (size_t)w->stats.n_expert;
+    if (!n) return;
+    memset(w->stats.n_tokens, 0, n * sizeof *w->stats.n_tokens);
+    memset(w->stats.weight_sum, 0, n * sizeof *w->stats.weight_sum);
 }
 
 /* ---- element-wise operations (ggml-cpu's numerics) ----------------------------------- */
@@ -326,6 +350,16 @@ static void moe_top_k(const float *probs, int n_expert, int k, int32_t *sel, flo
     }
 }
 
+static void moe_count(model_work *w, int il, int32_t n, int k)
+{
+    uint64_t *tokens = w->stats.n_tokens + (size_t)il * (size_t)w->stats.n_expert;
+    double *weights = w->stats.weight_sum + (size_t)il * (size_t)w->stats.n_expert;
+    for (int32_t i = 0; i < n * k; i++) {
+        tokens[w->sel[i]]++;
+        weights[w->sel[i]] += w->sel_w[i];
+    }
+}
+
 /* Softmax over all experts, top-k, optional renormalisation (clamped as llama.cpp does). */
 static void moe_route(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
                       int32_t n)
@@ -359,8 +393,16 @@ static void moe_run_expert(const model *m, const model_layer *l, model_work *w, 
     if (!n_rows) return;
     for (int32_t r = 0; r < n_rows; r++)
         memcpy(w->xg + r * ne, w->xn + (w->rows[r] / k) * ne, (size_t)ne * sizeof(float));
-    const tensor_view gate = tensor_view_matrix(&l->gate_exps, e);
-    const tensor_view up = tensor_view_matrix(&l->up_exps, e);
+    tensor_view gate, up;
+    if (l->gate_up_exps.data) {
+        const int64_t ff = m->hp.n_ff_exp;
+        const tensor_view both = tensor_view_matrix(&l->gate_up_exps, e);
+        gate = tensor_view_rows(&both, 0, ff);
+        up = tensor_view_rows(&both, ff, ff);
+    } else {
+        gate = tensor_view_matrix(&l->gate_exps, e);
+        up = tensor_view_matrix(&l->up_exps, e);
+    }
     const tensor_view down = tensor_view_matrix(&l->down_exps, e);
     /* w->out is free until the block's sum is formed below. */
     swiglu_ffn(pool, w, &gate, &up, &down, w->xg, n_rows, w->out);
@@ -386,12 +428,13 @@ static void moe_shared_expert(const model *m, const model_layer *l, model_work *
         for (int64_t i = 0; i < ne; i++) w->out[t * ne + i] += w->xg[t * ne + i] * w->shexp_gate[t];
 }
 
-static void moe_block(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
-                      int32_t n)
+static void moe_block(const model *m, int il, model_work *w, tensor_pool *pool, int32_t n)
 {
+    const model_layer *l = &m->layers[il];
     const int k = m->hp.n_expert_used;
     const int64_t ne = m->hp.n_embd;
     moe_route(m, l, w, pool, n);
+    moe_count(w, il, n, k);
     for (int e = 0; e < m->hp.n_expert; e++) moe_run_expert(m, l, w, pool, n, e);
     /* Weighted sum in selection order, as llama.cpp adds the expert outputs. */
     for (int32_t t = 0; t < n; t++) {
@@ -412,7 +455,7 @@ static void ffn_block(const model *m, int il, model_work *w, tensor_pool *pool, 
     const model_layer *l = &m->layers[il];
     rms_norm_rows(w->x, l->ffn_norm, w->xn, n, hp->n_embd, hp->norm_eps);
     if (l->gate_inp.data)
-        moe_block(m, l, w, pool, n);
+        moe_block(m, il, w, pool, n);
     else
         swiglu_ffn(pool, w, &l->ffn_gate, &l->ffn_up, &l->ffn_down, w->xn, n, w->out);
     scale_rows(w->out, (int64_t)n * hp->n_embd, hp->residual_scale);

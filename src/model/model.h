@@ -73,6 +73,8 @@ typedef struct model_layer {
     tensor_view ffn_down;             /* dense: [n_ff, n_embd] */
     tensor_view gate_inp;             /* MoE router: [n_embd, n_expert] */
     tensor_view gate_exps, up_exps;   /* [n_embd, n_ff_exp, n_expert] */
+    tensor_view gate_up_exps;         /* merged: [n_embd, 2*n_ff_exp, n_expert], gate rows first;
+                                         when present gate_exps/up_exps are absent */
     tensor_view down_exps;            /* [n_ff_exp, n_embd, n_expert] */
     const float *gate_inp_shexp;      /* (n_embd): shared expert gate, qwen2moe */
     tensor_view gate_shexp, up_shexp; /* [n_embd, n_ff_shexp] */
@@ -122,6 +124,18 @@ typedef struct model_work model_work;
 mica_status model_work_new(model_work **out, const model *m, int32_t n_batch, int32_t n_ctx,
                            int n_threads, mica_err *err);
 void model_work_free(model_work *w);
+
+/* What the routers chose since the work area was made or last reset: per layer and expert,
+ * the tokens routed there and the sum of the gate weights they were given (after any
+ * renormalisation). Dense models have n_expert 0 and no arrays. */
+typedef struct model_moe_stats {
+    int32_t n_layer, n_expert;
+    uint64_t *n_tokens; /* (n_layer, n_expert) */
+    double *weight_sum; /* (n_layer, n_expert) */
+} model_moe_stats;
+
+const model_moe_stats *model_work_moe_stats(const model_work *w);
+void model_work_reset_moe_stats(model_work *w);
 
 /* Evaluates the batch (n <= n_batch), writing its K/V into the cache and, for each token
  * with .logits set, one row of n_vocab logits into `logits` (rows in batch order). */

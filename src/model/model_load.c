@@ -292,36 +292,65 @@ static mica_status bind_attention(binder *b, int il, model_layer *l)
     return MICA_OK;
 }
 
-static mica_status bind_moe(binder *b, int il, model_layer *l)
+/* Appends the metadata an expert tensor's shape comes from to a shape error, so the user
+ * sees whether the tensor or the key is wrong. */
+static mica_status moe_shape_hint(binder *b, mica_status st)
+{
+    if (st != MICA_EFORMAT || !strstr(b->err->msg, "has shape")) return st;
+    const model_hparams *hp = &b->m->hp;
+    const size_t len = strlen(b->err->msg);
+    snprintf(b->err->msg + len, sizeof b->err->msg - len,
+             " (%s.expert_count = %d, expert feed-forward length = %d)", b->m->arch->name,
+             hp->n_expert, hp->n_ff_exp);
+    return st;
+}
+
+/* Routed experts: gate and up as two tensors, or merged into one (gate rows first). */
+static mica_status bind_experts(binder *b, int il, model_layer *l)
 {
     const model_hparams *hp = &b->m->hp;
     const int64_t e = hp->n_embd, ne = hp->n_expert, ff = hp->n_ff_exp;
     char n[GGUF_MAX_NAME];
-    if (hp->n_expert < 1)
-        return core_fail(b->err, MICA_EFORMAT,
-                         "%s: tensor '%s' present but %s.expert_count is "
-                         "missing or 0",
-                         b->m->gguf->path, layer_name(n, sizeof n, il, "ffn_gate_inp.weight"),
-                         b->m->arch->name);
     HP_TRY(bind_matrix(b, &l->gate_inp, layer_name(n, sizeof n, il, "ffn_gate_inp.weight"), e, ne,
                        1, true));
-    HP_TRY(bind_matrix(b, &l->gate_exps, layer_name(n, sizeof n, il, "ffn_gate_exps.weight"), e, ff,
-                       ne, true));
-    HP_TRY(bind_matrix(b, &l->up_exps, layer_name(n, sizeof n, il, "ffn_up_exps.weight"), e, ff, ne,
-                       true));
-    HP_TRY(bind_matrix(b, &l->down_exps, layer_name(n, sizeof n, il, "ffn_down_exps.weight"), ff, e,
-                       ne, true));
-    if (!hp->n_ff_shexp) return MICA_OK;
-    const int64_t sh = hp->n_ff_shexp;
+    HP_TRY(bind_matrix(b, &l->gate_up_exps, layer_name(n, sizeof n, il, "ffn_gate_up_exps.weight"),
+                       e, 2 * ff, ne, false));
+    if (!l->gate_up_exps.data) {
+        HP_TRY(bind_matrix(b, &l->gate_exps, layer_name(n, sizeof n, il, "ffn_gate_exps.weight"), e,
+                           ff, ne, true));
+        HP_TRY(bind_matrix(b, &l->up_exps, layer_name(n, sizeof n, il, "ffn_up_exps.weight"), e, ff,
+                           ne, true));
+    }
+    return bind_matrix(b, &l->down_exps, layer_name(n, sizeof n, il, "ffn_down_exps.weight"), ff, e,
+                       ne, true);
+}
+
+static mica_status bind_shared_expert(binder *b, int il, model_layer *l)
+{
+    const model_hparams *hp = &b->m->hp;
+    const int64_t e = hp->n_embd, sh = hp->n_ff_shexp;
+    char n[GGUF_MAX_NAME];
     HP_TRY(bind_vector(b, &l->gate_inp_shexp,
                        layer_name(n, sizeof n, il, "ffn_gate_inp_shexp.weight"), e, false));
     HP_TRY(bind_matrix(b, &l->gate_shexp, layer_name(n, sizeof n, il, "ffn_gate_shexp.weight"), e,
                        sh, 1, false));
     HP_TRY(bind_matrix(b, &l->up_shexp, layer_name(n, sizeof n, il, "ffn_up_shexp.weight"), e, sh,
                        1, !!l->gate_shexp.data));
-    HP_TRY(bind_matrix(b, &l->down_shexp, layer_name(n, sizeof n, il, "ffn_down_shexp.weight"), sh,
-                       e, 1, !!l->gate_shexp.data));
-    return MICA_OK;
+    return bind_matrix(b, &l->down_shexp, layer_name(n, sizeof n, il, "ffn_down_shexp.weight"), sh,
+                       e, 1, !!l->gate_shexp.data);
+}
+
+static mica_status bind_moe(binder *b, int il, model_layer *l)
+{
+    char n[GGUF_MAX_NAME];
+    if (b->m->hp.n_expert < 1)
+        return core_fail(b->err, MICA_EFORMAT,
+                         "%s: tensor '%s' present but key '%s.expert_count' is missing or 0",
+                         b->m->gguf->path, layer_name(n, sizeof n, il, "ffn_gate_inp.weight"),
+                         b->m->arch->name);
+    HP_TRY(moe_shape_hint(b, bind_experts(b, il, l)));
+    if (!b->m->hp.n_ff_shexp) return MICA_OK;
+    return bind_shared_expert(b, il, l);
 }
 
 static mica_status bind_ffn(binder *b, int il, model_layer *l)
@@ -332,6 +361,10 @@ static mica_status bind_ffn(binder *b, int il, model_layer *l)
                        true));
     if (gguf_find_tensor(b->m->gguf, layer_name(n, sizeof n, il, "ffn_gate_inp.weight")))
         return bind_moe(b, il, l);
+    if (hp->n_expert)
+        return core_fail(b->err, MICA_EFORMAT,
+                         "%s: tensor '%s': missing (key '%s.expert_count' is %d)", b->m->gguf->path,
+                         n, b->m->arch->name, hp->n_expert);
     if (hp->n_ff < 1)
         return core_fail(b->err, MICA_EFORMAT, "%s: key '%s.feed_forward_length': missing",
                          b->m->gguf->path, b->m->arch->name);

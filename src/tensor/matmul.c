@@ -72,6 +72,15 @@ tensor_view tensor_view_matrix(const tensor_view *v, int64_t i2)
     return m;
 }
 
+tensor_view tensor_view_rows(const tensor_view *v, int64_t r0, int64_t n)
+{
+    assert(r0 >= 0 && n >= 0 && r0 + n <= v->ne[1] && v->ne[2] == 1);
+    tensor_view m = *v;
+    m.data = (const uint8_t *)v->data + (size_t)r0 * v->row_bytes;
+    m.ne[1] = n;
+    return m;
+}
+
 void tensor_get_row(const tensor_view *v, int64_t row, float *dst)
 {
     assert(row >= 0 && row < v->ne[1]);
@@ -119,6 +128,7 @@ void tensor_matmul(tensor_pool *p, const tensor_view *w, const float *x, int64_t
 {
     const int64_t k = w->ne[0], n_out = w->ne[1];
     if (n_rows <= 0 || n_out <= 0) return;
+    tensor_pool_count_matmul(p, w, n_rows);
     const uint32_t vtype = tensor_vec_dot_type(w->type);
     const size_t act_bytes = tensor_row_size(vtype, k);
     matmul_job job = {.w = w,

@@ -44,6 +44,7 @@ struct tensor_pool {
     /* Scratch for tensor_pool_scratch. */
     void *scratch;
     size_t scratch_size;
+    tensor_matmul_stats stats; /* touched by the calling thread only */
 };
 
 static inline void pool_cpu_relax(void)
@@ -208,4 +209,23 @@ void *tensor_pool_scratch(tensor_pool *p, size_t bytes)
     p->scratch = s;
     p->scratch_size = want;
     return s;
+}
+
+void tensor_pool_count_matmul(tensor_pool *p, const tensor_view *w, int64_t n_rows)
+{
+    if (!p) return;
+    p->stats.calls++;
+    p->stats.rows += (uint64_t)n_rows;
+    p->stats.macs += (uint64_t)w->ne[0] * (uint64_t)w->ne[1] * (uint64_t)n_rows;
+    p->stats.weight_bytes += (uint64_t)w->ne[1] * w->row_bytes;
+}
+
+tensor_matmul_stats tensor_pool_matmul_stats(const tensor_pool *p)
+{
+    return p->stats;
+}
+
+void tensor_pool_reset_matmul_stats(tensor_pool *p)
+{
+    p->stats = (tensor_matmul_stats){0};
 }

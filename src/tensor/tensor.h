@@ -101,6 +101,18 @@ int tensor_pool_size(const tensor_pool *p);
 typedef void (*tensor_range_fn)(void *ctx, int64_t i0, int64_t i1, int thread);
 void tensor_pool_for(tensor_pool *p, int64_t n, tensor_range_fn fn, void *ctx);
 
+/* What tensor_matmul did through a pool since it was made or last reset; tests use it to
+ * count the work a forward pass really does (which experts' weights were read). */
+typedef struct tensor_matmul_stats {
+    uint64_t calls;        /* tensor_matmul calls */
+    uint64_t rows;         /* activation rows multiplied, summed over calls */
+    uint64_t macs;         /* multiply-adds: ne[0] * ne[1] * rows, summed */
+    uint64_t weight_bytes; /* weight bytes read: ne[1] * row_bytes per call */
+} tensor_matmul_stats;
+
+tensor_matmul_stats tensor_pool_matmul_stats(const tensor_pool *p);
+void tensor_pool_reset_matmul_stats(tensor_pool *p);
+
 /* ---- matrices ------------------------------------------------------------------------ */
 
 /* A weight bound from a GGUF tensor: rows of ne[0] elements, ne[1] rows per matrix, ne[2]
@@ -118,6 +130,8 @@ mica_status tensor_view_from_gguf(tensor_view *v, const gguf_tensor *t, const ch
                                   mica_err *err);
 /* Matrix i2 of a 3-D tensor, as a 2-D view. */
 tensor_view tensor_view_matrix(const tensor_view *v, int64_t i2);
+/* Rows r0 .. r0+n-1 of a 2-D view (a merged gate/up matrix split in two). */
+tensor_view tensor_view_rows(const tensor_view *v, int64_t r0, int64_t n);
 
 /* Row `row` of a (2-D) view as floats: ggml_get_rows (embedding lookup). */
 void tensor_get_row(const tensor_view *v, int64_t row, float *dst);

@@ -56,4 +56,7 @@ void tensor_matmul_chunked(const tensor_view *w, const float *x, int64_t n_rows,
  * p is NULL, the cap is exceeded or allocation fails. Valid until the next call. */
 void *tensor_pool_scratch(tensor_pool *p, size_t bytes);
 
+/* Adds one tensor_matmul of n_rows activations by w to the pool's counters (no-op for NULL). */
+void tensor_pool_count_matmul(tensor_pool *p, const tensor_view *w, int64_t n_rows);
+
 #endif

@@ -285,12 +285,44 @@ static void test_run_stories_greedy_and_rss(void **state)
     free(want);
 }
 
+/* `run --stats`: a row per layer and expert after the text; each evaluated token (the prompt
+ * and every generated token but the last) is routed to expert_used_count (2) experts. */
+static void test_run_stats(void **state)
+{
+    char model[1024];
+    TU_SHARED_PATH(model, "testdata/llamacpp/models/qwen3moe.F32.gguf");
+    run_result r = run_mica((const char *[]){"run", "-m", model, "-p", "the cat sat", "-n", "8",
+                                             "--temp", "0", "--stats", NULL});
+    if (r.status) fail_msg("run --stats: exit %d: %s", r.status, r.err);
+    int n_prompt = -1, n_gen = -1;
+    const char *summary = strstr(r.err, "mica: ");
+    assert_non_null(summary);
+    assert_int_equal(sscanf(summary, "mica: %d prompt tokens, %d generated", &n_prompt, &n_gen), 2);
+    assert_int_equal(n_gen, 8);
+    const char *table = strstr(r.err, "routing statistics: 2 layers, 8 experts, top-2\n");
+    assert_non_null(table);
+    unsigned long long per_layer[2] = {0, 0};
+    int rows = 0;
+    for (const char *line = strchr(table, '\n'); line; line = strchr(line + 1, '\n')) {
+        int layer, expert;
+        unsigned long long n;
+        if (sscanf(line + 1, "%d %d %llu", &layer, &expert, &n) != 3) continue;
+        assert_true(layer >= 0 && layer < 2 && expert == rows % 8);
+        per_layer[layer] += n;
+        rows++;
+    }
+    assert_int_equal(rows, 16);
+    for (int l = 0; l < 2; l++) assert_int_equal(per_layer[l], (n_prompt + n_gen - 1) * 2);
+    run_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),         cmocka_unit_test(test_tiny_model_runs),
         cmocka_unit_test(test_bad_input),    cmocka_unit_test(test_logits_matches_llamacpp),
         cmocka_unit_test(test_tokenize_ids), cmocka_unit_test(test_run_stories_greedy_and_rss),
+        cmocka_unit_test(test_run_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
