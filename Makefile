@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test asan asan-test clean format
+.PHONY: all build test asan asan-test bench clean format
 
 all: build
 
@@ -17,6 +17,12 @@ test: build
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer, built with clang.
 asan-test:
 	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DMICA_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang"
+
+# Benchmarks (bench/*.c): speed as ratios against a reference measured in the same run.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--type q4_0 -t 4".
+BENCH_ARGS ?=
+bench: build
+	$(BUILD)/bench_moe $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-asan
