@@ -184,3 +184,8 @@ void tensor_from_f32(uint32_t type, const float *src, void *dst, int64_t n)
         assert(!"tensor_from_f32: unsupported type");
     }
 }
+
+void tensor_act_f16_ref(const float *x, void *y, int64_t n)
+{
+    tensor_f32_to_f16_row_ref(x, y, n);
+}

@@ -77,45 +77,72 @@ float tensor_dot_q4_0_ref(const void *w, const void *act, int64_t n)
 
 static const tensor_kernels dot_scalar = {
     .name = "scalar",
-    .dot_f32 = tensor_dot_f32_ref,
-    .dot_f16 = tensor_dot_f16_ref,
-    .dot_bf16 = tensor_dot_bf16_ref,
-    .dot_q8_0 = tensor_dot_q8_0_ref,
-    .dot_q4_0 = tensor_dot_q4_0_ref,
-    .quantize_act_q8_0 = tensor_quantize_act_q8_0_ref,
-    .f32_to_f16_row = tensor_f32_to_f16_row_ref,
+    .dot =
+        {
+            [GGUF_T_F32] = tensor_dot_f32_ref,
+            [GGUF_T_F16] = tensor_dot_f16_ref,
+            [GGUF_T_BF16] = tensor_dot_bf16_ref,
+            [GGUF_T_Q8_0] = tensor_dot_q8_0_ref,
+            [GGUF_T_Q4_0] = tensor_dot_q4_0_ref,
+        },
+    .act =
+        {
+            [GGUF_T_F16] = tensor_act_f16_ref,
+            [GGUF_T_Q8_0] = tensor_act_q8_0_ref,
+        },
 };
 
 #if defined(__x86_64__)
 static const tensor_kernels dot_avx2 = {
     .name = "avx2",
-    .dot_f32 = tensor_dot_f32_avx2,
-    .dot_f16 = tensor_dot_f16_avx2,
-    .dot_bf16 = tensor_dot_bf16_avx2,
-    .dot_q8_0 = tensor_dot_q8_0_avx2,
-    .dot_q4_0 = tensor_dot_q4_0_avx2,
-    .quantize_act_q8_0 = tensor_quantize_act_q8_0_avx2,
-    .f32_to_f16_row = tensor_f32_to_f16_row_avx2,
+    .dot =
+        {
+            [GGUF_T_F32] = tensor_dot_f32_avx2,
+            [GGUF_T_F16] = tensor_dot_f16_avx2,
+            [GGUF_T_BF16] = tensor_dot_bf16_avx2,
+            [GGUF_T_Q8_0] = tensor_dot_q8_0_avx2,
+            [GGUF_T_Q4_0] = tensor_dot_q4_0_avx2,
+        },
+    .act =
+        {
+            [GGUF_T_F16] = tensor_act_f16_avx2,
+            [GGUF_T_Q8_0] = tensor_act_q8_0_avx2,
+        },
 };
 #endif
 
-static const tensor_kernels *dot_best;
+static tensor_kernels dot_best; /* the chosen family over the scalar references */
 static pthread_once_t dot_best_once = PTHREAD_ONCE_INIT;
 static atomic_bool dot_forced_scalar;
 
+static void dot_use(const tensor_kernels *family)
+{
+    dot_best = dot_scalar;
+    dot_best.name = family->name;
+    for (int t = 0; t < TENSOR_MAX_TYPE; t++) {
+        if (family->dot[t]) dot_best.dot[t] = family->dot[t];
+        if (family->act[t]) dot_best.act[t] = family->act[t];
+    }
+}
+
 static void dot_pick_best(void)
 {
-    dot_best = &dot_scalar;
+    dot_use(&dot_scalar);
 #if defined(__x86_64__)
-    if (tensor_avx2_usable()) dot_best = &dot_avx2;
+    if (tensor_avx2_usable()) dot_use(&dot_avx2);
 #endif
+}
+
+const tensor_kernels *tensor_kernels_scalar(void)
+{
+    return &dot_scalar;
 }
 
 const tensor_kernels *tensor_kernels_get(void)
 {
     if (atomic_load_explicit(&dot_forced_scalar, memory_order_relaxed)) return &dot_scalar;
     pthread_once(&dot_best_once, dot_pick_best);
-    return dot_best;
+    return &dot_best;
 }
 
 const char *tensor_simd_name(void)
@@ -130,22 +157,8 @@ bool tensor_force_scalar(bool on)
 
 tensor_dot_fn tensor_dot_kernel(uint32_t wtype)
 {
-    const tensor_kernels *k = tensor_kernels_get();
-    switch (wtype) {
-    case GGUF_T_F32:
-        return k->dot_f32;
-    case GGUF_T_F16:
-        return k->dot_f16;
-    case GGUF_T_BF16:
-        return k->dot_bf16;
-    case GGUF_T_Q8_0:
-        return k->dot_q8_0;
-    case GGUF_T_Q4_0:
-        return k->dot_q4_0;
-    default:
-        assert(!"tensor_dot_kernel: unsupported type");
-        return k->dot_f32;
-    }
+    assert(wtype < TENSOR_MAX_TYPE && tensor_kernels_get()->dot[wtype]);
+    return tensor_kernels_get()->dot[wtype];
 }
 
 float tensor_vec_dot(uint32_t type, const void *w, const void *act, int64_t n)
@@ -155,21 +168,8 @@ float tensor_vec_dot(uint32_t type, const void *w, const void *act, int64_t n)
 
 float tensor_vec_dot_ref(uint32_t type, const void *w, const void *act, int64_t n)
 {
-    switch (type) {
-    case GGUF_T_F32:
-        return tensor_dot_f32_ref(w, act, n);
-    case GGUF_T_F16:
-        return tensor_dot_f16_ref(w, act, n);
-    case GGUF_T_BF16:
-        return tensor_dot_bf16_ref(w, act, n);
-    case GGUF_T_Q8_0:
-        return tensor_dot_q8_0_ref(w, act, n);
-    case GGUF_T_Q4_0:
-        return tensor_dot_q4_0_ref(w, act, n);
-    default:
-        assert(!"tensor_vec_dot_ref: unsupported type");
-        return 0.0f;
-    }
+    assert(type < TENSOR_MAX_TYPE && dot_scalar.dot[type]);
+    return dot_scalar.dot[type](w, act, n);
 }
 
 /* ---- activation conversion ----------------------------------------------------------- */
@@ -187,16 +187,10 @@ uint32_t tensor_vec_dot_type(uint32_t type)
 
 void tensor_convert_act(uint32_t wtype, const float *x, void *dst, int64_t n)
 {
-    const tensor_kernels *k = tensor_kernels_get();
-    switch (tensor_vec_dot_type(wtype)) {
-    case GGUF_T_F16:
-        k->f32_to_f16_row(x, dst, n);
-        break;
-    case GGUF_T_Q8_0:
-        k->quantize_act_q8_0(x, dst, n);
-        break;
-    default:
-        tensor_from_f32(tensor_vec_dot_type(wtype), x, dst, n); /* F32 copy, BF16 */
-        break;
-    }
+    const uint32_t vtype = tensor_vec_dot_type(wtype);
+    const tensor_act_fn act = vtype < TENSOR_MAX_TYPE ? tensor_kernels_get()->act[vtype] : NULL;
+    if (act)
+        act(x, dst, n);
+    else
+        tensor_from_f32(vtype, x, dst, n); /* F32 copy, BF16 */
 }

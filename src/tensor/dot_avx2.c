@@ -271,6 +271,16 @@ AVX2_FN void tensor_f32_to_f16_row_avx2(const float *x, uint16_t *y, int64_t n)
     for (; i < n; i++) y[i] = tensor_f32_to_f16(x[i]);
 }
 
+void tensor_act_f16_avx2(const float *x, void *y, int64_t n)
+{
+    tensor_f32_to_f16_row_avx2(x, y, n);
+}
+
+void tensor_act_q8_0_avx2(const float *x, void *y, int64_t n)
+{
+    tensor_quantize_act_q8_0_avx2(x, y, n);
+}
+
 #else
 typedef int tensor_dot_avx2_unused; /* ISO C: a translation unit must not be empty */
 #endif

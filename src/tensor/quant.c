@@ -94,5 +94,10 @@ void tensor_quantize_act_q8_0_ref(const float *x, block_q8_0 *y, int64_t n)
 
 void tensor_quantize_act_q8_0(const float *x, block_q8_0 *y, int64_t n)
 {
-    tensor_kernels_get()->quantize_act_q8_0(x, y, n);
+    tensor_kernels_get()->act[GGUF_T_Q8_0](x, y, n);
+}
+
+void tensor_act_q8_0_ref(const float *x, void *y, int64_t n)
+{
+    tensor_quantize_act_q8_0_ref(x, y, n);
 }
