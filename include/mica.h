@@ -25,6 +25,7 @@ typedef enum mica_status {
     MICA_ENOMEM,       /* an allocation failed or a cap was reached */
     MICA_EINVAL,       /* a caller passed an argument outside its domain */
     MICA_ERANGE,       /* a value (position, token id, count) is out of range */
+    MICA_EBUSY,        /* a queue or pool is full; try again later */
 } mica_status;
 
 #define MICA_ERR_MSG_MAX 512
@@ -92,6 +93,28 @@ void mica_context_free(mica_context *c);
  * row. */
 mica_status mica_decode(mica_context *c, int32_t seq, const mica_token *tokens, int32_t n,
                         int32_t pos0, bool all_logits, float *logits, mica_err *err);
+
+/* One token of a batch that may mix sequences (continuous batching): its id, sequence and
+ * position, and whether its row of logits is wanted. */
+typedef struct mica_batch_token {
+    mica_token token;
+    int32_t seq;
+    int32_t pos;
+    bool logits;
+} mica_batch_token;
+
+/* Evaluates n tokens of any sequences in one batched pass (split into passes of the
+ * context's batch size when longer). Within a sequence positions must be consecutive and
+ * continue what its cache holds (a position at or before its length first forgets what
+ * followed). logits receives one row of n_vocab floats per token with .logits set, in
+ * batch order. On error nothing of the batch is kept in any sequence. */
+mica_status mica_decode_multi(mica_context *c, const mica_batch_token *tokens, int32_t n,
+                              float *logits, mica_err *err);
+
+/* Positions sequence `seq` holds (0 for an unknown sequence). */
+int32_t mica_seq_len(const mica_context *c, int32_t seq);
+int32_t mica_context_n_seq(const mica_context *c);
+int32_t mica_context_n_ctx(const mica_context *c); /* positions per sequence */
 
 /* Forgets sequence `seq` from position `from` on (0 clears it). */
 void mica_seq_truncate(mica_context *c, int32_t seq, int32_t from);

@@ -29,6 +29,8 @@ const char *mica_status_str(mica_status s)
         return "invalid argument";
     case MICA_ERANGE:
         return "out of range";
+    case MICA_EBUSY:
+        return "busy";
     }
     return "unknown status";
 }

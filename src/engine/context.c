@@ -136,8 +136,9 @@ mica_status mica_context_new(mica_context **out, mica_model *mm, mica_context_pa
     mica_status st = context_alloc_kv(c, hp, err);
     if (st) goto fail;
     c->seq_len = core_calloc((size_t)c->kv.n_seq, sizeof *c->seq_len);
+    c->next_pos = core_calloc((size_t)c->kv.n_seq, sizeof *c->next_pos);
     c->batch = core_calloc((size_t)c->n_batch, sizeof *c->batch);
-    if (!c->seq_len || !c->batch) {
+    if (!c->seq_len || !c->next_pos || !c->batch) {
         st = core_fail(err, MICA_ENOMEM, "out of memory");
         goto fail;
     }
@@ -158,6 +159,7 @@ void mica_context_free(mica_context *c)
     free(c->kv.k);
     free(c->kv.v);
     free(c->seq_len);
+    free(c->next_pos);
     free(c->batch);
     free(c);
 }
@@ -168,34 +170,89 @@ void mica_seq_truncate(mica_context *c, int32_t seq, int32_t from)
     if (from < c->seq_len[seq]) c->seq_len[seq] = from;
 }
 
+/* Checks a whole multi-sequence batch before anything runs, so an error keeps nothing:
+ * sequences in range, each sequence's positions consecutive from at most its length, inside
+ * the context, token ids in the vocabulary. Fills c->next_pos with each sequence's end. */
+static mica_status check_multi(mica_context *c, const mica_batch_token *t, int32_t n, mica_err *err)
+{
+    const int32_t n_vocab = c->model->m->hp.n_vocab;
+    for (int32_t s = 0; s < c->kv.n_seq; s++) c->next_pos[s] = -1;
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t s = t[i].seq;
+        if (s < 0 || s >= c->kv.n_seq)
+            return core_fail(err, MICA_ERANGE, "sequence %d out of range [0, %d)", s, c->kv.n_seq);
+        if (t[i].token < 0 || t[i].token >= n_vocab)
+            return core_fail(err, MICA_ERANGE, "token id %d out of range [0, %d)", t[i].token,
+                             n_vocab);
+        const int32_t want = c->next_pos[s] < 0 ? c->seq_len[s] : c->next_pos[s];
+        if (t[i].pos < 0 || t[i].pos > want || (c->next_pos[s] >= 0 && t[i].pos != want))
+            return core_fail(err, MICA_ERANGE,
+                             "position %d of sequence %d: expected %s%d (it holds %d positions)",
+                             t[i].pos, s, c->next_pos[s] < 0 ? "at most " : "", want,
+                             c->seq_len[s]);
+        if (t[i].pos >= c->kv.n_ctx)
+            return core_fail(err, MICA_ERANGE, "position %d is past the context of %d", t[i].pos,
+                             c->kv.n_ctx);
+        c->next_pos[s] = t[i].pos + 1;
+    }
+    return MICA_OK;
+}
+
+mica_status mica_decode_multi(mica_context *c, const mica_batch_token *t, int32_t n, float *logits,
+                              mica_err *err)
+{
+    if (n < 1) return core_fail(err, MICA_EINVAL, "nothing to decode");
+    mica_status st = check_multi(c, t, n, err);
+    if (st) return st;
+    /* Decoding at a position forgets what followed it. */
+    for (int32_t i = n - 1; i >= 0; i--)
+        if (t[i].pos < c->seq_len[t[i].seq]) c->seq_len[t[i].seq] = t[i].pos;
+    const size_t n_vocab = (size_t)c->model->m->hp.n_vocab;
+    size_t rows = 0;
+    for (int32_t done = 0; done < n;) {
+        const int32_t chunk = n - done < c->n_batch ? n - done : c->n_batch;
+        size_t chunk_rows = 0;
+        for (int32_t i = 0; i < chunk; i++) {
+            const mica_batch_token *bt = &t[done + i];
+            c->batch[i] = (model_batch_tok){bt->token, bt->pos, bt->seq, bt->logits};
+            chunk_rows += bt->logits;
+        }
+        st = model_forward(c->model->m, c->work, &c->kv, c->pool, c->batch, chunk,
+                           logits + rows * n_vocab, err);
+        if (st) return st;
+        for (int32_t i = 0; i < chunk; i++) c->seq_len[c->batch[i].seq] = c->batch[i].pos + 1;
+        rows += chunk_rows;
+        done += chunk;
+    }
+    return MICA_OK;
+}
+
 mica_status mica_decode(mica_context *c, int32_t seq, const mica_token *tokens, int32_t n,
                         int32_t pos0, bool all_logits, float *logits, mica_err *err)
 {
-    if (seq < 0 || seq >= c->kv.n_seq)
-        return core_fail(err, MICA_ERANGE, "sequence %d out of range [0, %d)", seq, c->kv.n_seq);
     if (n < 1) return core_fail(err, MICA_EINVAL, "nothing to decode");
-    if (pos0 < 0 || pos0 > c->seq_len[seq])
-        return core_fail(err, MICA_ERANGE, "position %d: sequence %d holds only %d positions", pos0,
-                         seq, c->seq_len[seq]);
-    if ((int64_t)pos0 + n > c->kv.n_ctx)
-        return core_fail(err, MICA_ERANGE, "%d tokens at position %d exceed the context of %d", n,
-                         pos0, c->kv.n_ctx);
-    const int32_t n_vocab = c->model->m->hp.n_vocab;
-    c->seq_len[seq] = pos0; /* decoding at pos0 replaces whatever followed it */
-    for (int32_t done = 0; done < n;) {
-        int32_t chunk = n - done < c->n_batch ? n - done : c->n_batch;
-        for (int32_t i = 0; i < chunk; i++) {
-            int32_t j = done + i;
-            c->batch[i] = (model_batch_tok){tokens[j], pos0 + j, seq, all_logits || j == n - 1};
-        }
-        float *rows = all_logits ? logits + (size_t)done * (size_t)n_vocab : logits;
-        mica_status st =
-            model_forward(c->model->m, c->work, &c->kv, c->pool, c->batch, chunk, rows, err);
-        if (st) return st;
-        done += chunk;
-        c->seq_len[seq] = pos0 + done;
-    }
-    return MICA_OK;
+    mica_batch_token *t = malloc((size_t)n * sizeof *t);
+    if (!t) return core_fail(err, MICA_ENOMEM, "out of memory for %d tokens", n);
+    for (int32_t i = 0; i < n; i++)
+        t[i] = (mica_batch_token){tokens[i], seq, pos0 + i, all_logits || i == n - 1};
+    mica_status st = mica_decode_multi(c, t, n, logits, err);
+    free(t);
+    return st;
+}
+
+int32_t mica_seq_len(const mica_context *c, int32_t seq)
+{
+    return seq >= 0 && seq < c->kv.n_seq ? c->seq_len[seq] : 0;
+}
+
+int32_t mica_context_n_seq(const mica_context *c)
+{
+    return c->kv.n_seq;
+}
+
+int32_t mica_context_n_ctx(const mica_context *c)
+{
+    return c->kv.n_ctx;
 }
 
 mica_status mica_context_expert_stat(const mica_context *c, int32_t layer, int32_t expert,
