@@ -57,6 +57,9 @@ const char *mica_model_arch(const mica_model *m);
 mica_token mica_model_bos(const mica_model *m); /* -1 when the model has none */
 mica_token mica_model_eos(const mica_model *m);
 bool mica_model_is_eog(const mica_model *m, mica_token t); /* end of generation */
+/* A string from the model's metadata (e.g. "tokenizer.chat_template"): copies at most cap-1
+ * bytes and a NUL; returns the full length, or -1 when the key is absent or not a string. */
+int64_t mica_model_meta_str(const mica_model *m, const char *key, char *buf, size_t cap);
 
 /* ---- tokens -------------------------------------------------------------------------- */
 

@@ -3,7 +3,8 @@
 # everything is already there.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libcmocka-dev clang libclang-rt-14-dev)
+packages=(build-essential cmake pkg-config libcmocka-dev clang libclang-rt-14-dev
+  libmicrohttpd-dev libjansson-dev libcurl4-gnutls-dev prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -17,6 +17,9 @@ static const cli_command commands[] = {
     {"tokenize", cmd_tokenize, "turn text into token ids"},
     {"run", cmd_run, "generate text from a prompt"},
     {"logits", cmd_logits, "write the logits of a token sequence to a file"},
+#ifdef MICA_HAVE_SERVER
+    {"serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API"},
+#endif
 };
 
 static void usage(FILE *f)

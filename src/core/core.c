@@ -223,3 +223,35 @@ uint32_t core_utf8_decode(const char *s, size_t n, int *len)
     *len = l;
     return cp;
 }
+
+/* A decoded sequence is valid when it is the shortest form of a scalar value (JSON
+ * encoders reject overlong forms and surrogates). */
+static bool utf8_valid(uint32_t cp, int len)
+{
+    switch (len) {
+    case 1:
+        return cp < 0x80;
+    case 2:
+        return cp >= 0x80;
+    case 3:
+        return cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
+    default:
+        return cp >= 0x10000 && cp <= 0x10FFFF;
+    }
+}
+
+bool core_buf_append_utf8(core_buf *out, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        int len;
+        const uint32_t cp = core_utf8_decode(s + i, n - i, &len);
+        if (!utf8_valid(cp, len) || (cp == 0xFFFD && len == 1)) {
+            if (!core_buf_append(out, "\xEF\xBF\xBD", 3)) return false;
+        } else if (!core_buf_append(out, s + i, (size_t)len)) {
+            return false;
+        }
+        i += (size_t)len;
+    }
+    return true;
+}

@@ -50,6 +50,9 @@ void core_buf_init(core_buf *b, size_t max);
 bool core_buf_append(core_buf *b, const void *p, size_t n);
 bool core_buf_printf(core_buf *b, const char *fmt, ...) CORE_PRINTF(2, 3);
 void core_buf_free(core_buf *b);
+/* Appends s[0..n) with every invalid UTF-8 sequence (bad bytes, overlong forms, surrogates,
+ * truncated characters) replaced by U+FFFD, so JSON encoders accept the result. */
+bool core_buf_append_utf8(core_buf *b, const char *s, size_t n);
 
 /* Reads a whole file (at most max bytes) into a NUL-terminated malloc'd buffer. */
 mica_status core_read_file(const char *path, size_t max, char **out, size_t *len, mica_err *err);

@@ -72,6 +72,19 @@ bool mica_model_is_eog(const mica_model *mm, mica_token t)
     return tok_is_eog(mm->m->vocab, t);
 }
 
+int64_t mica_model_meta_str(const mica_model *mm, const char *key, char *buf, size_t cap)
+{
+    gguf_str v;
+    const gguf_kv *kv = gguf_find(mm->m->gguf, key);
+    if (!kv || kv->type != GGUF_VT_STRING || gguf_get_str(mm->m->gguf, key, &v, NULL)) return -1;
+    if (cap) {
+        const size_t n = v.len < cap - 1 ? (size_t)v.len : cap - 1;
+        memcpy(buf, v.ptr, n);
+        buf[n] = '\0';
+    }
+    return (int64_t)v.len;
+}
+
 mica_status mica_tokenize(const mica_model *mm, const char *text, size_t len, bool add_special,
                           bool parse_special, mica_token *ids, size_t cap, size_t *n_out,
                           mica_err *err)

@@ -33,39 +33,6 @@ void eng_text_free(eng_text *t)
     core_buf_free(&t->pending);
 }
 
-/* A decoded sequence is valid when it is the shortest form of a scalar value (JSON
- * encoders reject overlong forms and surrogates). */
-static bool utf8_valid(uint32_t cp, int len)
-{
-    switch (len) {
-    case 1:
-        return cp < 0x80;
-    case 2:
-        return cp >= 0x80;
-    case 3:
-        return cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
-    default:
-        return cp >= 0x10000 && cp <= 0x10FFFF;
-    }
-}
-
-/* Appends s[0..n) to out with every invalid UTF-8 sequence replaced by U+FFFD. */
-static bool append_valid_utf8(core_buf *out, const char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        int len;
-        const uint32_t cp = core_utf8_decode(s + i, n - i, &len);
-        if (!utf8_valid(cp, len) || (cp == 0xFFFD && len == 1)) {
-            if (!core_buf_append(out, "\xEF\xBF\xBD", 3)) return false;
-        } else if (!core_buf_append(out, s + i, (size_t)len)) {
-            return false;
-        }
-        i += (size_t)len;
-    }
-    return true;
-}
-
 /* Bytes at the end of s[0..n) that start a valid but unfinished UTF-8 character. */
 static size_t incomplete_utf8_tail(const char *s, size_t n)
 {
@@ -121,21 +88,21 @@ eng_text_result eng_text_push(eng_text *t, const char *piece, size_t len, core_b
     const size_t n = t->pending.len;
     const size_t stop = find_stop(t, p, n);
     if (stop < n) {
-        const bool ok = append_valid_utf8(out, p, stop);
+        const bool ok = core_buf_append_utf8(out, p, stop);
         t->pending.len = 0;
         return ok ? ENG_TEXT_STOP : ENG_TEXT_FULL;
     }
     size_t hold = stop_prefix_tail(t, p, n);
     const size_t partial = incomplete_utf8_tail(p, n);
     hold = partial > hold ? partial : hold;
-    if (!append_valid_utf8(out, p, n - hold)) return ENG_TEXT_FULL;
+    if (!core_buf_append_utf8(out, p, n - hold)) return ENG_TEXT_FULL;
     drop_front(&t->pending, n - hold);
     return ENG_TEXT_OK;
 }
 
 bool eng_text_flush(eng_text *t, core_buf *out)
 {
-    const bool ok = append_valid_utf8(out, t->pending.data, t->pending.len);
+    const bool ok = core_buf_append_utf8(out, t->pending.data, t->pending.len);
     t->pending.len = 0;
     return ok;
 }

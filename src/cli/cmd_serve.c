@@ -1,0 +1,119 @@
+/*
+ * cmd_serve.c - `mica serve`: reads the config file and flags (flags win), starts the
+ * gateway (src/server) and runs until SIGINT or SIGTERM, then stops cleanly (running
+ * requests end, connections close). Built only with the gateway (MICA_SERVER).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+#include "server/srv.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char serve_help[] =
+    "usage: mica serve [-c mica.json] [-m NAME=PATH ...] [options]\n"
+    "\n"
+    "Serves the models over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
+    "POST /v1/completions (streaming with SSE or not), GET /v1/models, GET /health,\n"
+    "GET /metrics (Prometheus). Each model runs its own continuous-batching engine.\n"
+    "\n"
+    "  -c, --config FILE       JSON config (see docs/gateway.md); flags override it\n"
+    "  -m, --model NAME=PATH   a GGUF model served as NAME (repeatable; PATH alone: named\n"
+    "                          after the file)\n"
+    "      --host ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
+    "      --port N            port (default 8080; 0 = any free port, printed at start)\n"
+    "      --parallel N        sequences generating at once per model (default 4)\n"
+    "      --ctx N             positions per sequence: prompt + answer (default 2048)\n"
+    "      --batch N           tokens per engine step (default 256)\n"
+    "  -t, --threads N         threads per model (default: all CPUs)\n"
+    "      --no-preempt        never pause a running request for a more important one\n"
+    "      --trust-tier-header honour X-Mica-Tier: vip|standard|batch (behind a trusted proxy)\n"
+    "\n"
+    "Tiers (default): vip (priority 10) > standard (5, the default) > batch (1). A request\n"
+    "may lower its tier with \"service_tier\" or \"priority\" (0-15, higher first), never\n"
+    "raise it. Waiting requests gain priority over time, so none waits forever.\n";
+
+static volatile sig_atomic_t serve_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    serve_stop = 1;
+}
+
+static int serve_parse(int argc, char **argv, srv_config *c)
+{
+    /* The config file first, wherever -c appears, so that flags override it. */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            mica_err err;
+            if (srv_config_load(c, argv[i + 1], &err)) return cli_fail_err(&err);
+        }
+    cli_args a = {argc, argv, 0};
+    long l;
+    for (a.i = 1; a.i < argc; a.i++) {
+        mica_err err;
+        if (cli_is(&a, "-c", "--config")) {
+            if (!cli_value(&a)) return 1;
+        } else if (cli_is(&a, "-m", "--model")) {
+            const char *v = cli_value(&a);
+            if (!v) return 1;
+            if (srv_config_add_model(c, v, &err)) return cli_fail_err(&err);
+        } else if (cli_is(&a, NULL, "--host")) {
+            const char *v = cli_value(&a);
+            if (!v) return 1;
+            if (strlen(v) >= sizeof c->host) return cli_fail("serve: --host: too long");
+            strcpy(c->host, v);
+        } else if (cli_is(&a, NULL, "--port")) {
+            if (!cli_int(&a, 0, 65535, &l)) return 1;
+            c->port = (int)l;
+        } else if (cli_is(&a, NULL, "--parallel")) {
+            if (!cli_int(&a, 1, 64, &l)) return 1;
+            c->n_parallel = (int)l;
+        } else if (cli_is(&a, NULL, "--ctx")) {
+            if (!cli_int(&a, 16, 1 << 20, &l)) return 1;
+            c->n_ctx = (int)l;
+        } else if (cli_is(&a, NULL, "--batch")) {
+            if (!cli_int(&a, 2, 1 << 16, &l)) return 1;
+            c->n_batch = (int)l;
+        } else if (cli_is(&a, "-t", "--threads")) {
+            if (!cli_int(&a, 1, 1024, &l)) return 1;
+            c->n_threads = (int)l;
+        } else if (cli_is(&a, NULL, "--no-preempt")) {
+            c->preempt = false;
+        } else if (cli_is(&a, NULL, "--trust-tier-header")) {
+            c->trust_tier_header = true;
+        } else {
+            return cli_unknown(&a);
+        }
+    }
+    if (c->n_batch <= c->n_parallel) c->n_batch = c->n_parallel + 1;
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(serve_help, stdout);
+        return 0;
+    }
+    srv_config c;
+    srv_config_defaults(&c);
+    if (serve_parse(argc, argv, &c)) return 1;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    srv *s;
+    mica_err err;
+    if (srv_start(&s, &c, &err)) return cli_fail_err(&err);
+    fprintf(stderr, "mica: serving %d model%s on http://%s:%u (parallel %d, ctx %d)\n", c.n_models,
+            c.n_models == 1 ? "" : "s", c.host, (unsigned)srv_port(s), c.n_parallel, c.n_ctx);
+    while (!serve_stop) pause();
+    fprintf(stderr, "mica: stopping\n");
+    srv_stop(s);
+    return 0;
+}

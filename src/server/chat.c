@@ -1,0 +1,157 @@
+/*
+ * chat.c - turns the "messages" of a chat request into prompt text with one of three
+ * built-in formats (ChatML, Llama-3, Llama-2), chosen from the model's
+ * tokenizer.chat_template metadata (ChatML when there is none). The text is tokenized with
+ * special tokens parsed; BOS comes from the tokenizer, not from here. Real Jinja templates
+ * are a later addition. Called by openai.c.
+ */
+#include "srv_int.h"
+
+#include <string.h>
+
+void srv_chat_pick_format(srv_model *m)
+{
+    char tmpl[8192];
+    const int64_t n = mica_model_meta_str(m->m, "tokenizer.chat_template", tmpl, sizeof tmpl);
+    const char *f = "chatml";
+    if (n > 0 && strstr(tmpl, "<|start_header_id|>"))
+        f = "llama3";
+    else if (n > 0 && strstr(tmpl, "[INST]") && !strstr(tmpl, "<|im_start|>"))
+        f = "llama2";
+    snprintf(m->chat_format, sizeof m->chat_format, "%s", f);
+}
+
+/* The text of a message's content: a string, or an array of {"type":"text","text":...}. */
+static bool content_text(json_t *content, int i, core_buf *out, srv_error *e)
+{
+    char param[64];
+    snprintf(param, sizeof param, "messages[%d].content", i);
+    if (json_is_string(content))
+        return core_buf_append(out, json_string_value(content), json_string_length(content)) ||
+               srv_fail(e, 400, param, "the conversation is too long");
+    if (json_is_null(content)) return true;
+    if (!json_is_array(content))
+        return srv_fail(e, 400, param, "%s must be a string or an array of text parts", param);
+    size_t k;
+    json_t *part;
+    json_array_foreach(content, k, part)
+    {
+        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
+        if (!json_is_string(type) || strcmp(json_string_value(type), "text") ||
+            !json_is_string(text))
+            return srv_fail(e, 400, param,
+                            "%s[%zu]: only {\"type\": \"text\", \"text\": ...} "
+                            "parts are supported",
+                            param, k);
+        if (!core_buf_append(out, json_string_value(text), json_string_length(text)))
+            return srv_fail(e, 400, param, "the conversation is too long");
+    }
+    return true;
+}
+
+typedef struct chat_msg {
+    const char *role; /* "system", "user", "assistant", "tool" */
+    core_buf text;
+} chat_msg;
+
+static bool put(core_buf *out, const char *s, srv_error *e)
+{
+    return core_buf_append(out, s, strlen(s)) ||
+           srv_fail(e, 400, "messages", "the conversation is too long");
+}
+
+static bool put_msg(core_buf *out, const chat_msg *m, srv_error *e)
+{
+    return core_buf_append(out, m->text.data ? m->text.data : "", m->text.len) ||
+           srv_fail(e, 400, "messages", "the conversation is too long");
+}
+
+static bool render_chatml(const chat_msg *msgs, size_t n, core_buf *out, srv_error *e)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!put(out, "<|im_start|>", e) || !put(out, msgs[i].role, e) || !put(out, "\n", e) ||
+            !put_msg(out, &msgs[i], e) || !put(out, "<|im_end|>\n", e))
+            return false;
+    return put(out, "<|im_start|>assistant\n", e);
+}
+
+static bool render_llama3(const chat_msg *msgs, size_t n, core_buf *out, srv_error *e)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!put(out, "<|start_header_id|>", e) || !put(out, msgs[i].role, e) ||
+            !put(out, "<|end_header_id|>\n\n", e) || !put_msg(out, &msgs[i], e) ||
+            !put(out, "<|eot_id|>", e))
+            return false;
+    return put(out, "<|start_header_id|>assistant<|end_header_id|>\n\n", e);
+}
+
+/* [INST] user [/INST] answer</s><s>[INST] ...; a system message goes into the first turn. */
+static bool render_llama2(const chat_msg *msgs, size_t n, core_buf *out, srv_error *e)
+{
+    const chat_msg *sys = NULL;
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        const chat_msg *m = &msgs[i];
+        if (!strcmp(m->role, "system")) {
+            sys = m;
+            continue;
+        }
+        if (!strcmp(m->role, "assistant")) {
+            if (!put(out, " ", e) || !put_msg(out, m, e) || !put(out, "</s><s>", e)) return false;
+            continue;
+        }
+        if (!put(out, "[INST] ", e)) return false;
+        if (sys && first &&
+            (!put(out, "<<SYS>>\n", e) || !put_msg(out, sys, e) || !put(out, "\n<</SYS>>\n\n", e)))
+            return false;
+        first = false;
+        if (!put_msg(out, m, e) || !put(out, " [/INST]", e)) return false;
+    }
+    return true;
+}
+
+static const char *role_name(json_t *role)
+{
+    static const char *const roles[] = {"system", "user", "assistant", "tool"};
+    if (!json_is_string(role)) return NULL;
+    const char *r = json_string_value(role);
+    if (!strcmp(r, "developer")) return "system"; /* OpenAI's newer name for it */
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        if (!strcmp(r, roles[i])) return roles[i];
+    return NULL;
+}
+
+bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_error *e)
+{
+    if (!json_is_array(messages) || json_array_size(messages) == 0)
+        return srv_fail(e, 400, "messages", "'messages' must be a non-empty array");
+    const size_t n = json_array_size(messages);
+    chat_msg *msgs = core_calloc(n, sizeof *msgs);
+    if (!msgs) return srv_fail(e, 500, "messages", "out of memory");
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        json_t *msg = json_array_get(messages, i);
+        char param[64];
+        snprintf(param, sizeof param, "messages[%zu].role", i);
+        core_buf_init(&msgs[i].text, out->max);
+        if (!json_is_object(msg)) {
+            ok = srv_fail(e, 400, param, "messages[%zu] must be an object", i);
+        } else if (!(msgs[i].role = role_name(json_object_get(msg, "role")))) {
+            ok = srv_fail(e, 400, param,
+                          "%s must be one of system, developer, user, assistant, tool", param);
+        } else {
+            ok = content_text(json_object_get(msg, "content"), (int)i, &msgs[i].text, e);
+        }
+    }
+    if (ok) {
+        if (!strcmp(m->chat_format, "llama3"))
+            ok = render_llama3(msgs, n, out, e);
+        else if (!strcmp(m->chat_format, "llama2"))
+            ok = render_llama2(msgs, n, out, e);
+        else
+            ok = render_chatml(msgs, n, out, e);
+    }
+    for (size_t i = 0; i < n; i++) core_buf_free(&msgs[i].text);
+    free(msgs);
+    return ok;
+}

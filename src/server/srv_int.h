@@ -1,0 +1,155 @@
+/*
+ * srv_int.h - what the gateway's files share: the server, its models, a generation job (one
+ * HTTP request's choices and the bytes they produce), the metrics, and the helpers that
+ * parse OpenAI requests and render responses. Internal to src/server.
+ */
+#ifndef MICA_SERVER_SRV_INT_H
+#define MICA_SERVER_SRV_INT_H
+
+#include "core/core.h"
+#include "engine/sched.h"
+#include "srv.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define SRV_MAX_CHOICES 8
+#define SRV_MAX_STOPS   4
+
+/* ---- metrics (metrics.c) --------------------------------------------------------------- */
+
+#define SRV_N_BUCKETS 14
+
+typedef struct srv_histogram {
+    uint64_t counts[SRV_N_BUCKETS]; /* cumulative at render time; per bucket here */
+    uint64_t n;
+    double sum;
+} srv_histogram;
+
+typedef enum srv_hist_kind {
+    SRV_H_QUEUE,
+    SRV_H_TTFT,
+    SRV_H_ITL,
+    SRV_H_E2E,
+    SRV_H_COUNT
+} srv_hist_kind;
+
+/* Per model and tier. */
+typedef struct srv_series {
+    srv_histogram h[SRV_H_COUNT];
+    uint64_t finish[5]; /* by eng_finish */
+    uint64_t prompt_tokens, gen_tokens;
+} srv_series;
+
+typedef struct srv_metrics {
+    pthread_mutex_t mu;
+    srv_series series[SRV_MAX_MODELS][SRV_MAX_TIERS];
+    uint64_t responses[6]; /* by HTTP status class: 2xx 4xx(other) 400 404 413 429 5xx */
+    uint64_t by_code[600];
+} srv_metrics;
+
+void srv_metrics_init(srv_metrics *m);
+void srv_metrics_free(srv_metrics *m);
+void srv_metrics_observe(srv_metrics *m, int model, int tier, srv_hist_kind k, double seconds);
+void srv_metrics_response(srv_metrics *m, int status);
+
+/* ---- the server ---------------------------------------------------------------------- */
+
+typedef struct srv_model {
+    char name[SRV_NAME_MAX];
+    mica_model *m;
+    eng_sched *sched;
+    char chat_format[16]; /* "chatml", "llama3", "llama2" */
+    int64_t created;
+} srv_model;
+
+typedef struct srv_job srv_job;
+
+struct srv {
+    srv_config cfg;
+    struct MHD_Daemon *daemon;
+    uint16_t port;
+    srv_model models[SRV_MAX_MODELS];
+    int n_models;
+    atomic_bool ready;
+    srv_metrics metrics;
+    pthread_mutex_t jobs_mu; /* guards the list of streaming jobs (pings, shutdown) */
+    srv_job *jobs;
+    pthread_t ticker;
+    bool ticker_started;
+    pthread_mutex_t tick_mu;
+    pthread_cond_t tick_cv;
+    bool quit;
+    atomic_uint_fast64_t next_id;
+};
+
+/* ---- a parsed generation request (openai.c) -------------------------------------------- */
+
+typedef struct srv_gen {
+    bool chat, stream, include_usage, logprobs, echo;
+    int model;          /* index in srv.models */
+    int tier;           /* index in cfg.tiers */
+    int priority;       /* the tier's, or lower when asked */
+    int n;              /* choices */
+    int32_t max_tokens; /* -1: until the context is full */
+    int top_logprobs;
+    mica_sampler_params sampling;
+    bool seed_given;
+    bool ignore_eos;
+    mica_token *prompt; /* owned */
+    int32_t n_prompt;
+    char *stops[SRV_MAX_STOPS];
+    int n_stops;
+    mica_token *bias_tokens; /* owned */
+    float *bias_values;
+    int32_t n_bias;
+} srv_gen;
+
+/* An OpenAI-style error to answer with. */
+typedef struct srv_error {
+    int status;
+    const char *type; /* "invalid_request_error", ... */
+    char param[64];
+    const char *code; /* NULL or e.g. "model_not_found" */
+    char message[512];
+} srv_error;
+
+bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Parses and validates a /v1/chat/completions (chat) or /v1/completions body. The tier the
+ * caller is entitled to comes in *g (g->tier); the body may only lower it. */
+bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, srv_error *e);
+void srv_gen_free(srv_gen *g);
+
+/* Renders the prompt of a chat request with the model's format (chat.c). */
+bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_error *e);
+void srv_chat_pick_format(srv_model *m);
+
+/* ---- jobs (job.c) ---------------------------------------------------------------------- */
+
+/* Starts the engine requests of g; on success the job owns g's buffers. For a stream the
+ * response is queued at once; otherwise the connection is suspended until the job ends. */
+enum MHD_Result srv_job_start(srv *s, struct MHD_Connection *conn, srv_gen *g, srv_job **out);
+/* For a non-streaming job whose connection was resumed: queues the JSON response. */
+enum MHD_Result srv_job_respond(srv_job *j, struct MHD_Connection *conn);
+bool srv_job_finished(srv_job *j);
+/* The connection is gone (completed or failed): cancel what still runs, drop its ref. */
+void srv_job_detach(srv_job *j);
+/* Ticker: wakes suspended streams so they send a ping; on shutdown, cancels them all. */
+void srv_jobs_ping(srv *s);
+void srv_jobs_cancel_all(srv *s);
+
+/* ---- responses (http.c) ---------------------------------------------------------------- */
+
+enum MHD_Result srv_send_json(srv *s, struct MHD_Connection *conn, int status, json_t *body);
+enum MHD_Result srv_send_error(srv *s, struct MHD_Connection *conn, const srv_error *e);
+enum MHD_Result srv_send_text(srv *s, struct MHD_Connection *conn, int status,
+                              const char *content_type, const char *text, size_t len);
+
+/* /metrics (metrics.c) */
+void srv_metrics_render(srv *s, core_buf *out);
+
+#endif
