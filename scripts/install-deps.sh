@@ -5,16 +5,25 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config libcmocka-dev clang libclang-rt-14-dev
   libmicrohttpd-dev libjansson-dev libcurl4-gnutls-dev prometheus)
+# Node.js runs the official openai npm client in the gateway's tests.
+command -v node >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
-echo "install-deps: installing ${missing[*]}"
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The official openai npm client (version pinned by its package-lock.json).
+client="$(dirname "$0")/../tests/server/openai"
+if [ ! -d "$client/node_modules/openai" ]; then
+  echo "install-deps: installing the openai npm client"
+  npm ci --prefix "$client" --no-audit --no-fund --loglevel=error >/dev/null
+fi

@@ -278,13 +278,15 @@ static int32_t free_kv_row(const eng_sched *s)
 }
 
 /* The running request a waiting one at priority `prio` may pause: the least important
- * running one, if it is strictly less important. */
+ * running one, if it is less important by at least one whole level (a little aging alone
+ * must not make requests of one tier pause each other back and forth). */
 static eng_req *preemption_victim(const eng_sched *s, double prio)
 {
     eng_req *victim = NULL;
     for (int32_t i = 0; i < s->p.n_slots; i++) {
         eng_req *r = s->running[i];
-        if (r && r->prio_running < prio && (!victim || r->prio_running < victim->prio_running))
+        if (r && r->prio_running + 1.0 <= prio &&
+            (!victim || r->prio_running < victim->prio_running))
             victim = r;
     }
     return victim;

@@ -114,7 +114,7 @@ static srv *start(srv_config *c, const char *model)
 /* ---- SSE ------------------------------------------------------------------------------- */
 
 typedef struct stream {
-    char text[4096];
+    char text[65536];
     size_t text_len;
     int chunks;
     bool done_marker, usage_seen;
@@ -158,6 +158,7 @@ static void parse_sse(const char *body, stream *st, bool chat)
             json_t *t = chat ? json_object_get(json_object_get(c, "delta"), "content")
                              : json_object_get(c, "text");
             if (json_is_string(t)) {
+                assert_true(st->text_len + json_string_length(t) < sizeof st->text);
                 memcpy(st->text + st->text_len, json_string_value(t), json_string_length(t));
                 st->text_len += json_string_length(t);
             }
@@ -420,7 +421,8 @@ static void test_concurrent_streams(void **state)
         stream st;
         parse_sse(r.body, &st, false);
         assert_true(st.done_marker && st.usage_seen);
-        snprintf(alone[i], sizeof alone[i], "%s", st.text);
+        assert_true(st.text_len < sizeof alone[i]);
+        memcpy(alone[i], st.text, st.text_len + 1);
         free(b);
         free(r.body);
     }
@@ -453,6 +455,24 @@ static double metric(uint16_t port, const char *name_and_labels)
     return v;
 }
 
+/* A long greedy stream (the context is large enough for thousands of tokens). */
+static char *long_body(int i, int max_tokens)
+{
+    char *b = malloc(256);
+    snprintf(b, 256,
+             "{\"model\":\"stories\",\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0,"
+             "\"ignore_eos\":true,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+             prompts[i], max_tokens);
+    return b;
+}
+
+static bool all_streaming(const multi *mu, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (mu->r[i].len < 300) return false;
+    return true;
+}
+
 static void test_vip_and_disconnect(void **state)
 {
     (void)state;
@@ -460,33 +480,46 @@ static void test_vip_and_disconnect(void **state)
     MODEL_PATH(model);
     srv_config cfg;
     srv *s = start(&cfg, model);
+    srv_stop(s);
+    cfg.n_ctx = 8192;
+    mica_err err;
+    if (srv_start(&s, &cfg, &err)) fail_msg("%s", err.msg);
     const uint16_t port = srv_port(s);
-    /* Four standard streams fill the four slots and two more wait; then a VIP arrives. */
+    /* Four long standard streams fill the four slots and two more wait; then a VIP arrives,
+     * runs and finishes while every standard stream is still going. */
     multi mu = {.m = curl_multi_init()};
-    for (int i = 0; i < 6; i++) multi_add(&mu, port, stream_body(i, 150), "standard");
-    multi_run(&mu, 0.5);
+    for (int i = 0; i < 6; i++) multi_add(&mu, port, long_body(i, 2000), "standard");
+    double until = core_now() + 60;
+    while (core_now() < until && !all_streaming(&mu, 4)) multi_run(&mu, 0.01);
     multi_add(&mu, port, stream_body(6, 8), "vip");
-    assert_int_equal(multi_run(&mu, 300), 0);
-    /* The VIP stream ended first among those that were running, everybody finished. */
-    for (int i = 0; i < 7; i++) {
+    stream vip;
+    until = core_now() + 60;
+    do {
+        multi_run(&mu, 0.01);
+        parse_sse(mu.r[6].body ? mu.r[6].body : "", &vip, false);
+    } while (!vip.done_marker && core_now() < until);
+    assert_true(vip.done_marker);
+    assert_int_equal(vip.completion_tokens, 8);
+    for (int i = 0; i < 6; i++) {
+        stream st;
+        parse_sse(mu.r[i].body ? mu.r[i].body : "", &st, false);
+        assert_false(st.done_marker);
+    }
+    assert_true(metric(port, "mica_preemptions_total{model=\"stories\"} ") >= 1);
+    /* ... and every standard stream still completes. */
+    assert_int_equal(multi_run(&mu, 600), 0);
+    for (int i = 0; i < 6; i++) {
         stream st;
         parse_sse(mu.r[i].body, &st, false);
         assert_true(st.done_marker);
-        assert_int_equal(st.completion_tokens, i == 6 ? 8 : 150);
+        assert_int_equal(st.completion_tokens, 2000);
     }
-    assert_true(metric(port, "mica_preemptions_total{model=\"stories\"} ") >= 1);
     assert_true(metric(port, "mica_requests_finished_total{model=\"stories\",tier=\"vip\","
                              "reason=\"length\"} ") == 1);
     multi_free(&mu);
 
-    srv_stop(s);
-
-    /* A client that goes away: its slot is free again right after. A long context keeps the
-     * stream going for seconds. */
-    cfg.n_ctx = 8192;
-    mica_err err;
-    if (srv_start(&s, &cfg, &err)) fail_msg("%s", err.msg);
-    const uint16_t port2 = srv_port(s);
+    /* A client that goes away: its slot is free again right after. */
+    const uint16_t port2 = port;
     const double cancelled0 = metric(port2, "mica_requests_finished_total{model=\"stories\","
                                             "tier=\"standard\",reason=\"cancelled\"} ");
     mu = (multi){.m = curl_multi_init()};
@@ -495,7 +528,7 @@ static void test_vip_and_disconnect(void **state)
              "{\"model\":\"stories\",\"prompt\":\"Once\",\"max_tokens\":8000,"
              "\"ignore_eos\":true,\"stream\":true}");
     multi_add(&mu, port2, body, NULL);
-    const double until = core_now() + 30;
+    until = core_now() + 30;
     while (core_now() < until && mu.r[0].len < 600) multi_run(&mu, 0.05);
     assert_true(mu.r[0].len >= 600); /* streaming */
     assert_true(metric(port2, "mica_free_slots{model=\"stories\"} ") == 3);
@@ -546,6 +579,64 @@ static void test_metrics_promtool(void **state)
     srv_stop(s);
 }
 
+/* The official openai npm client (tests/server/openai, installed by scripts/install-deps.sh). */
+static void test_openai_npm_client(void **state)
+{
+    (void)state;
+    char model[1024];
+    MODEL_PATH(model);
+    const char *dir = MICA_SOURCE_DIR "/tests/server/openai";
+    char probe[1200];
+    snprintf(probe, sizeof probe, "%s/node_modules/openai/package.json", dir);
+    if (system("node --version > /dev/null 2>&1") != 0 || access(probe, R_OK)) {
+        printf("SKIP: node or the openai npm package is missing (scripts/install-deps.sh)\n");
+        skip();
+    }
+    srv_config cfg;
+    srv *s = start(&cfg, model);
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "node %s/client.mjs http://127.0.0.1:%u/v1 stories", dir,
+             (unsigned)srv_port(s));
+    const int rc = system(cmd);
+    srv_stop(s);
+    assert_int_equal(rc, 0);
+}
+
+/* A stream that waits for a slot receives comment pings, then its answer. */
+static void test_pings_while_waiting(void **state)
+{
+    (void)state;
+    char model[1024];
+    MODEL_PATH(model);
+    srv_config cfg;
+    srv_config_defaults(&cfg);
+    srv *s = start(&cfg, model);
+    srv_stop(s);
+    cfg.n_parallel = 1;
+    cfg.n_batch = 8;
+    cfg.n_ctx = 8192;
+    cfg.ping_s = 0.05;
+    mica_err err;
+    if (srv_start(&s, &cfg, &err)) fail_msg("%s", err.msg);
+    multi mu = {.m = curl_multi_init()};
+    char *hog = malloc(256);
+    snprintf(hog, 256,
+             "{\"model\":\"stories\",\"prompt\":\"Once\",\"max_tokens\":3000,"
+             "\"ignore_eos\":true,\"stream\":true}");
+    multi_add(&mu, srv_port(s), hog, NULL);
+    const double until = core_now() + 30;
+    while (core_now() < until && mu.r[0].len < 300) multi_run(&mu, 0.01); /* it holds the slot */
+    multi_add(&mu, srv_port(s), stream_body(1, 4), NULL);
+    assert_int_equal(multi_run(&mu, 120), 0);
+    assert_non_null(strstr(mu.r[1].body, ": ping\n\n"));
+    stream st;
+    parse_sse(mu.r[1].body, &st, false);
+    assert_true(st.done_marker);
+    assert_int_equal(st.completion_tokens, 4);
+    multi_free(&mu);
+    srv_stop(s);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -556,9 +647,10 @@ static int setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_endpoints),          cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_concurrent_streams), cmocka_unit_test(test_vip_and_disconnect),
-        cmocka_unit_test(test_metrics_promtool),
+        cmocka_unit_test(test_endpoints),           cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_concurrent_streams),  cmocka_unit_test(test_vip_and_disconnect),
+        cmocka_unit_test(test_metrics_promtool),    cmocka_unit_test(test_openai_npm_client),
+        cmocka_unit_test(test_pings_while_waiting),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
