@@ -30,10 +30,18 @@ static const char serve_help[] =
     "  -t, --threads N         threads per model (default: all CPUs)\n"
     "      --no-preempt        never pause a running request for a more important one\n"
     "      --trust-tier-header honour X-Mica-Tier: vip|standard|batch (behind a trusted proxy)\n"
+    "      --data-dir DIR      API keys and the request log (default ./mica-data)\n"
+    "      --keys-file FILE    API keys (default DATA_DIR/keys.json; see mica keys)\n"
+    "      --tls-cert FILE --tls-key FILE   serve HTTPS with this PEM certificate and key\n"
+    "      --insecure-http     allow plain HTTP on a non-loopback address\n"
     "\n"
     "Tiers (default): vip (priority 10) > standard (5, the default) > batch (1). A request\n"
     "may lower its tier with \"service_tier\" or \"priority\" (0-15, higher first), never\n"
-    "raise it. Waiting requests gain priority over time, so none waits forever.\n";
+    "raise it. Waiting requests gain priority over time, so none waits forever.\n"
+    "\n"
+    "With API keys (mica keys add) every /v1 request needs `Authorization: Bearer KEY` and\n"
+    "gets its key's tier; without keys the server listens on loopback only. Off loopback it\n"
+    "needs TLS unless --insecure-http.\n";
 
 static volatile sig_atomic_t serve_stop;
 
@@ -41,6 +49,21 @@ static void on_signal(int sig)
 {
     (void)sig;
     serve_stop = 1;
+}
+
+/* Takes the value of a path option into dst; true when the option matched (a->i is set to
+ * -1 after printing an error). */
+static bool cli_path_opt(cli_args *a, const char *name, char *dst, size_t cap)
+{
+    if (!cli_is(a, NULL, name)) return false;
+    const char *v = cli_value(a);
+    if (!v || strlen(v) >= cap) {
+        if (v) cli_fail("serve: %s: path too long", name);
+        a->i = -1;
+        return true;
+    }
+    strcpy(dst, v);
+    return true;
 }
 
 static int serve_parse(int argc, char **argv, srv_config *c)
@@ -85,6 +108,13 @@ static int serve_parse(int argc, char **argv, srv_config *c)
             c->preempt = false;
         } else if (cli_is(&a, NULL, "--trust-tier-header")) {
             c->trust_tier_header = true;
+        } else if (cli_is(&a, NULL, "--insecure-http")) {
+            c->insecure_http = true;
+        } else if (cli_path_opt(&a, "--data-dir", c->data_dir, sizeof c->data_dir) ||
+                   cli_path_opt(&a, "--keys-file", c->keys_file, sizeof c->keys_file) ||
+                   cli_path_opt(&a, "--tls-cert", c->tls_cert, sizeof c->tls_cert) ||
+                   cli_path_opt(&a, "--tls-key", c->tls_key, sizeof c->tls_key)) {
+            if (a.i < 0) return 1;
         } else {
             return cli_unknown(&a);
         }

@@ -19,6 +19,7 @@ static const cli_command commands[] = {
     {"logits", cmd_logits, "write the logits of a token sequence to a file"},
 #ifdef MICA_HAVE_SERVER
     {"serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API"},
+    {"keys", cmd_keys, "add, list or revoke the gateway's API keys"},
 #endif
 };
 

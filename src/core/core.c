@@ -154,7 +154,7 @@ mica_status core_read_file(const char *path, size_t max, char **out, size_t *len
     }
     fclose(f);
     *out = b.data;
-    *len = b.len;
+    if (len) *len = b.len;
     return MICA_OK;
 fail:
     fclose(f);

@@ -26,6 +26,15 @@ void srv_config_defaults(srv_config *c)
     snprintf(c->default_tier, sizeof c->default_tier, "standard");
     c->max_body = 1 << 20;
     c->ping_s = 5.0;
+    snprintf(c->data_dir, sizeof c->data_dir, "mica-data");
+}
+
+void srv_config_keys_path(const srv_config *c, char *out, size_t cap)
+{
+    if (c->keys_file[0])
+        snprintf(out, cap, "%s", c->keys_file);
+    else
+        snprintf(out, cap, "%s/keys.json", c->data_dir);
 }
 
 static bool copy_str(char *dst, size_t cap, const char *src)
@@ -223,6 +232,11 @@ static mica_status cfg_apply(const cfg_reader *r, srv_config *c, json_t *root)
     double body = (double)c->max_body;
     CFG_TRY(cfg_num(r, root, "max_body_bytes", 1024, 1 << 30, &body));
     c->max_body = (size_t)body;
+    CFG_TRY(cfg_str(r, root, "data_dir", c->data_dir, sizeof c->data_dir));
+    CFG_TRY(cfg_str(r, root, "keys_file", c->keys_file, sizeof c->keys_file));
+    CFG_TRY(cfg_str(r, root, "tls_cert", c->tls_cert, sizeof c->tls_cert));
+    CFG_TRY(cfg_str(r, root, "tls_key", c->tls_key, sizeof c->tls_key));
+    CFG_TRY(cfg_bool(r, root, "insecure_http", &c->insecure_http));
     return cfg_num(r, root, "ping_seconds", 0.05, 3600, &c->ping_s);
 }
 
@@ -253,6 +267,8 @@ mica_status srv_config_check(const srv_config *c, mica_err *err)
     if (!found)
         return core_fail(err, MICA_EINVAL, "default tier '%s' is not one of the tiers",
                          c->default_tier);
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return core_fail(err, MICA_EINVAL, "TLS needs both a certificate and a key");
     if (c->n_batch <= c->n_parallel)
         return core_fail(err, MICA_EINVAL, "batch %d must exceed parallel %d", c->n_batch,
                          c->n_parallel);

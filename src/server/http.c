@@ -24,28 +24,39 @@ typedef struct srv_conn {
 /* ---- responses ------------------------------------------------------------------------- */
 
 enum MHD_Result srv_send_text(srv *s, struct MHD_Connection *conn, int status,
-                              const char *content_type, const char *text, size_t len)
+                              const char *content_type, const char *text, size_t len,
+                              int retry_after)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", content_type);
-    if (status == 429) MHD_add_response_header(r, "Retry-After", "1");
+    if (status == 429 || status == 503) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%d", retry_after > 0 ? retry_after : 1);
+        MHD_add_response_header(r, "Retry-After", secs);
+    }
     const enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     srv_metrics_response(&s->metrics, status);
     return ret;
 }
 
-enum MHD_Result srv_send_json(srv *s, struct MHD_Connection *conn, int status, json_t *body)
+static enum MHD_Result send_json_retry(srv *s, struct MHD_Connection *conn, int status,
+                                       json_t *body, int retry_after)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     if (!text) return MHD_NO;
     const enum MHD_Result ret =
-        srv_send_text(s, conn, status, "application/json", text, strlen(text));
+        srv_send_text(s, conn, status, "application/json", text, strlen(text), retry_after);
     free(text);
     return ret;
+}
+
+enum MHD_Result srv_send_json(srv *s, struct MHD_Connection *conn, int status, json_t *body)
+{
+    return send_json_retry(s, conn, status, body, 0);
 }
 
 enum MHD_Result srv_send_error(srv *s, struct MHD_Connection *conn, const srv_error *e)
@@ -53,7 +64,7 @@ enum MHD_Result srv_send_error(srv *s, struct MHD_Connection *conn, const srv_er
     json_t *err = json_pack("{s:s,s:s,s:o,s:o}", "message", e->message, "type", e->type, "param",
                             e->param[0] ? json_string(e->param) : json_null(), "code",
                             e->code ? json_string(e->code) : json_null());
-    return srv_send_json(s, conn, e->status, json_pack("{s:o}", "error", err));
+    return send_json_retry(s, conn, e->status, json_pack("{s:o}", "error", err), e->retry_after);
 }
 
 static enum MHD_Result send_fail(srv *s, struct MHD_Connection *conn, int status,
@@ -67,13 +78,14 @@ static enum MHD_Result send_fail(srv *s, struct MHD_Connection *conn, int status
 
 /* ---- endpoints ------------------------------------------------------------------------- */
 
-static enum MHD_Result get_models(srv *s, struct MHD_Connection *conn)
+static enum MHD_Result get_models(srv *s, struct MHD_Connection *conn, const srv_key *key)
 {
     json_t *data = json_array();
     for (int i = 0; i < s->n_models; i++)
-        json_array_append_new(
-            data, json_pack("{s:s,s:s,s:I,s:s}", "id", s->models[i].name, "object", "model",
-                            "created", (json_int_t)s->models[i].created, "owned_by", "mica"));
+        if (!key->id[0] || srv_key_allows_model(key, s->models[i].name))
+            json_array_append_new(
+                data, json_pack("{s:s,s:s,s:I,s:s}", "id", s->models[i].name, "object", "model",
+                                "created", (json_int_t)s->models[i].created, "owned_by", "mica"));
     return srv_send_json(s, conn, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
@@ -92,26 +104,39 @@ static enum MHD_Result get_metrics(srv *s, struct MHD_Connection *conn)
     core_buf out;
     core_buf_init(&out, 64u << 20);
     srv_metrics_render(s, &out);
-    const enum MHD_Result ret =
-        srv_send_text(s, conn, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len);
+    const enum MHD_Result ret = srv_send_text(s, conn, 200, "text/plain; version=0.0.4",
+                                              out.data ? out.data : "", out.len, 0);
     core_buf_free(&out);
     return ret;
 }
 
-/* The tier a request is entitled to: the default, or X-Mica-Tier from a trusted proxy. */
-static bool request_tier(srv *s, struct MHD_Connection *conn, int *tier, srv_error *e)
+static int tier_index(const srv *s, const char *name)
 {
-    *tier = 0;
     for (int i = 0; i < s->cfg.n_tiers; i++)
-        if (!strcmp(s->cfg.tiers[i].name, s->cfg.default_tier)) *tier = i;
+        if (!strcmp(s->cfg.tiers[i].name, name)) return i;
+    return -1;
+}
+
+/* The tier a request is entitled to: its key's; without keys the default, or X-Mica-Tier
+ * from a trusted proxy. */
+static bool request_tier(srv *s, struct MHD_Connection *conn, const srv_key *key, int *tier,
+                         srv_error *e)
+{
+    *tier = tier_index(s, s->cfg.default_tier);
+    if (key->id[0]) {
+        const int t = tier_index(s, key->tier);
+        if (t < 0)
+            return srv_fail(e, 500, NULL, "key %s has tier '%s', which is not configured", key->id,
+                            key->tier);
+        *tier = t;
+        return true;
+    }
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Mica-Tier");
     if (!h || !s->cfg.trust_tier_header) return true;
-    for (int i = 0; i < s->cfg.n_tiers; i++)
-        if (!strcmp(s->cfg.tiers[i].name, h)) {
-            *tier = i;
-            return true;
-        }
-    return srv_fail(e, 400, NULL, "X-Mica-Tier: unknown tier '%s'", h);
+    const int t = tier_index(s, h);
+    if (t < 0) return srv_fail(e, 400, NULL, "X-Mica-Tier: unknown tier '%s'", h);
+    *tier = t;
+    return true;
 }
 
 /* A full tier queue answers 429 before the request costs anything. */
@@ -126,19 +151,33 @@ static bool tier_has_room(srv *s, const srv_gen *g, srv_error *e)
     return false;
 }
 
-static enum MHD_Result post_generate(srv *s, struct MHD_Connection *conn, srv_conn *c, bool chat)
+static bool model_allowed(const srv *s, const srv_key *key, const srv_gen *g, srv_error *e)
+{
+    if (!key->id[0] || srv_key_allows_model(key, s->models[g->model].name)) return true;
+    srv_fail(e, 403, "model", "The key %s may not use the model '%s'", key->id,
+             s->models[g->model].name);
+    e->type = "permission_error";
+    e->code = "model_not_allowed";
+    return false;
+}
+
+static enum MHD_Result post_generate(srv *s, struct MHD_Connection *conn, srv_conn *c,
+                                     const srv_key *key, bool chat)
 {
     if (c->job) /* resumed: the job has ended */
         return srv_job_respond(c->job, conn);
     srv_gen g = {0};
     srv_error e;
-    if (!request_tier(s, conn, &g.tier, &e) ||
+    if (!request_tier(s, conn, key, &g.tier, &e) ||
         !srv_parse_gen(s, c->body.data ? c->body.data : "", c->body.len, chat, &g, &e))
         return srv_send_error(s, conn, &e);
-    if (!tier_has_room(s, &g, &e)) {
+    snprintf(g.key_id, sizeof g.key_id, "%s", key->id);
+    if (!model_allowed(s, key, &g, &e) || !srv_auth_admit(&s->auth, key, &e) ||
+        !tier_has_room(s, &g, &e)) {
         srv_gen_free(&g);
         return srv_send_error(s, conn, &e);
     }
+    srv_auth_charge(&s->auth, g.key_id, g.n_prompt);
     const enum MHD_Result ret = srv_job_start(s, conn, &g, &c->job);
     srv_gen_free(&g); /* what the job did not take */
     return ret;
@@ -151,14 +190,18 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *conn, srv_conn *c, c
     if (!strcmp(url, "/health"))
         return get ? get_health(s, conn) : send_fail(s, conn, 405, "use GET");
     if (!atomic_load(&s->ready)) return send_fail(s, conn, 503, "the models are loading");
-    if (!strcmp(url, "/v1/models"))
-        return get ? get_models(s, conn) : send_fail(s, conn, 405, "use GET");
     if (!strcmp(url, "/metrics"))
         return get ? get_metrics(s, conn) : send_fail(s, conn, 405, "use GET");
+    if (strncmp(url, "/v1/", 4)) return send_fail(s, conn, 404, "no such endpoint");
+    srv_key key;
+    srv_error e;
+    if (!srv_auth_check(&s->auth, conn, &key, &e)) return srv_send_error(s, conn, &e);
+    if (!strcmp(url, "/v1/models"))
+        return get ? get_models(s, conn, &key) : send_fail(s, conn, 405, "use GET");
     if (!strcmp(url, "/v1/chat/completions"))
-        return post ? post_generate(s, conn, c, true) : send_fail(s, conn, 405, "use POST");
+        return post ? post_generate(s, conn, c, &key, true) : send_fail(s, conn, 405, "use POST");
     if (!strcmp(url, "/v1/completions"))
-        return post ? post_generate(s, conn, c, false) : send_fail(s, conn, 405, "use POST");
+        return post ? post_generate(s, conn, c, &key, false) : send_fail(s, conn, 405, "use POST");
     char msg[256];
     snprintf(msg, sizeof msg, "no endpoint %s %.128s", method, url);
     return send_fail(s, conn, 404, msg);
@@ -257,6 +300,55 @@ static mica_status load_models(srv *s, mica_err *err)
     return MICA_OK;
 }
 
+/* Off loopback the server needs API keys, and TLS unless --insecure-http. */
+static mica_status check_exposure(srv *s, const struct sockaddr_in *addr, mica_err *err)
+{
+    const bool loopback = (ntohl(addr->sin_addr.s_addr) >> 24) == 127;
+    if (loopback) return MICA_OK;
+    if (!srv_auth_enabled(&s->auth))
+        return core_fail(err, MICA_EINVAL,
+                         "--host %s: without API keys the server listens on loopback only "
+                         "(add one with `mica keys add`)",
+                         s->cfg.host);
+    if (!s->cfg.tls_cert[0] && !s->cfg.insecure_http)
+        return core_fail(err, MICA_EINVAL,
+                         "--host %s: plain HTTP off loopback would expose keys and content; "
+                         "give --tls-cert and --tls-key (or --insecure-http)",
+                         s->cfg.host);
+    return MICA_OK;
+}
+
+static mica_status start_daemon(srv *s, const struct sockaddr_in *addr, mica_err *err)
+{
+    const srv_config *c = &s->cfg;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    char *cert = NULL, *key = NULL;
+    mica_status st = MICA_OK;
+    if (c->tls_cert[0]) {
+        flags |= MHD_USE_TLS;
+        if ((st = core_read_file(c->tls_cert, 1 << 20, &cert, NULL, err)) ||
+            (st = core_read_file(c->tls_key, 1 << 20, &key, NULL, err)))
+            goto done;
+    }
+    s->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)1024, cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
+                         MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
+    if (!s->daemon)
+        st = core_fail(err, MICA_EIO, "cannot listen on %s:%d%s: %s", c->host, c->port,
+                       cert ? " with TLS (is the certificate/key pair valid PEM?)" : "",
+                       strerror(errno));
+done:
+    free(cert);
+    if (key) {
+        memset(key, 0, strlen(key)); /* the private key does not linger in freed memory */
+        free(key);
+    }
+    return st;
+}
+
 mica_status srv_start(srv **out, const srv_config *c, mica_err *err)
 {
     *out = NULL;
@@ -276,16 +368,10 @@ mica_status srv_start(srv **out, const srv_config *c, mica_err *err)
         st = core_fail(err, MICA_EINVAL, "--host %s: not an IPv4 address", c->host);
         goto fail;
     }
-    s->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_request, s, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
-        MHD_OPTION_END);
-    if (!s->daemon) {
-        st = core_fail(err, MICA_EIO, "cannot listen on %s:%d: %s", c->host, c->port,
-                       strerror(errno));
-        goto fail;
-    }
+    if ((st = srv_auth_init(&s->auth, c, err))) goto fail;
+    s->auth_ready = true;
+    if ((st = check_exposure(s, &addr, err))) goto fail;
+    if ((st = start_daemon(s, &addr, err))) goto fail;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : (uint16_t)c->port;
     if ((st = load_models(s, err))) goto fail;
@@ -331,5 +417,6 @@ void srv_stop(srv *s)
     pthread_mutex_destroy(&s->tick_mu);
     pthread_mutex_destroy(&s->jobs_mu);
     srv_metrics_free(&s->metrics);
+    if (s->auth_ready) srv_auth_free(&s->auth);
     free(s);
 }

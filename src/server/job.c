@@ -271,6 +271,7 @@ static void on_done(srv_job *j, srv_choice *c, const eng_event *ev)
     c->done = true;
     c->finish = ev->finish;
     c->n_gen = ev->n_gen;
+    srv_auth_charge(&j->s->auth, j->g.key_id, ev->n_gen);
     if (ev->error) {
         snprintf(c->error_msg, sizeof c->error_msg, "%s", ev->error);
         c->error = c->error_msg;

@@ -18,6 +18,7 @@ bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
     e->status = status;
     e->type = status >= 500 ? "server_error" : "invalid_request_error";
     e->code = NULL;
+    e->retry_after = 0;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);

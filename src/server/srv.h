@@ -44,9 +44,13 @@ typedef struct srv_config {
     int n_tiers;
     srv_tier_cfg tiers[SRV_MAX_TIERS];
     char default_tier[32];
-    bool trust_tier_header; /* honour X-Mica-Tier (set by a trusted proxy) */
-    size_t max_body;        /* bytes; larger bodies get 413 */
-    double ping_s;          /* SSE comment pings while a stream waits */
+    bool trust_tier_header;       /* honour X-Mica-Tier (set by a trusted proxy) */
+    size_t max_body;              /* bytes; larger bodies get 413 */
+    double ping_s;                /* SSE comment pings while a stream waits */
+    char data_dir[SRV_PATH_MAX];  /* keys and the request log (default ./mica-data) */
+    char keys_file[SRV_PATH_MAX]; /* default DATA_DIR/keys.json */
+    char tls_cert[SRV_PATH_MAX], tls_key[SRV_PATH_MAX]; /* PEM files: HTTPS */
+    bool insecure_http; /* allow plain HTTP on a non-loopback address */
 } srv_config;
 
 /* Defaults: 127.0.0.1:8080, 4 slots, 2048 positions, tiers vip (10) > standard (5) >
@@ -58,6 +62,41 @@ mica_status srv_config_load(srv_config *c, const char *path, mica_err *err);
 mica_status srv_config_add_model(srv_config *c, const char *spec, mica_err *err);
 /* Checks values and cross-references (default tier exists, names unique, ...). */
 mica_status srv_config_check(const srv_config *c, mica_err *err);
+
+/* ---- API keys (keys.c) ------------------------------------------------------------------ */
+
+typedef struct srv_key {
+    char id[24];      /* "key_" + 12 hex digits: what logs and operators see */
+    uint8_t hash[32]; /* SHA-256 of the secret */
+    char tier[32];
+    char models[SRV_MAX_MODELS][SRV_NAME_MAX]; /* none: every model */
+    int n_models;
+    int rpm, tpm; /* requests / tokens per minute; 0: unlimited */
+    bool no_content_logs, revoked;
+    int64_t created; /* unix seconds */
+} srv_key;
+
+typedef struct srv_keyring {
+    srv_key *keys;
+    int n;
+    int64_t mtime_ns; /* of the file when loaded */
+} srv_keyring;
+
+/* A missing file is an empty keyring. */
+mica_status srv_keys_load(srv_keyring *k, const char *path, mica_err *err);
+/* Writes PATH.tmp (mode 0600) and renames it over PATH. */
+mica_status srv_keys_save(const srv_keyring *k, const char *path, mica_err *err);
+/* Adds a key like tmpl (tier, models, limits) with a new random secret written to secret
+ * ("mk-" + 64 hex digits; cap >= 68); only its hash is kept. */
+mica_status srv_keys_add(srv_keyring *k, const srv_key *tmpl, char *secret, size_t cap,
+                         mica_err *err);
+mica_status srv_keys_revoke(srv_keyring *k, const char *id, mica_err *err);
+/* The index of the key whose secret this is (revoked ones included), or -1. */
+int srv_keys_find(const srv_keyring *k, const char *secret, size_t len);
+bool srv_key_allows_model(const srv_key *k, const char *model);
+void srv_keys_free(srv_keyring *k);
+/* DATA_DIR/keys.json unless the config names a file. */
+void srv_config_keys_path(const srv_config *c, char *out, size_t cap);
 
 typedef struct srv srv;
 

@@ -67,6 +67,23 @@ typedef struct srv_model {
 
 typedef struct srv_job srv_job;
 
+/* ---- API keys and rate limits (auth.c) -------------------------------------------------- */
+
+typedef struct srv_bucket {
+    char id[24];
+    double requests, tokens; /* what is left this minute */
+    double last;
+    bool fresh;
+} srv_bucket;
+
+typedef struct srv_auth {
+    pthread_mutex_t mu;
+    char path[SRV_PATH_MAX];
+    srv_keyring ring;
+    srv_bucket *buckets;
+    int n_buckets;
+} srv_auth;
+
 struct srv {
     srv_config cfg;
     struct MHD_Daemon *daemon;
@@ -83,6 +100,8 @@ struct srv {
     pthread_cond_t tick_cv;
     bool quit;
     atomic_uint_fast64_t next_id;
+    srv_auth auth;
+    bool auth_ready;
 };
 
 /* ---- a parsed generation request (openai.c) -------------------------------------------- */
@@ -105,6 +124,8 @@ typedef struct srv_gen {
     mica_token *bias_tokens; /* owned */
     float *bias_values;
     int32_t n_bias;
+    char key_id[24];      /* the caller's key, "" without keys */
+    bool no_content_logs; /* keep prompt and answer out of every log */
 } srv_gen;
 
 /* An OpenAI-style error to answer with. */
@@ -114,7 +135,19 @@ typedef struct srv_error {
     char param[64];
     const char *code; /* NULL or e.g. "model_not_found" */
     char message[512];
+    int retry_after; /* seconds, for 429 */
 } srv_error;
+
+mica_status srv_auth_init(srv_auth *a, const srv_config *c, mica_err *err);
+void srv_auth_free(srv_auth *a);
+bool srv_auth_enabled(srv_auth *a);
+/* Fills *key with the caller's key (all zero when no keys are configured); false with a 401
+ * in *e when the key is missing, wrong or revoked. */
+bool srv_auth_check(srv_auth *a, struct MHD_Connection *conn, srv_key *key, srv_error *e);
+/* Takes one request from the key's per-minute allowance; false with a 429 when used up. */
+bool srv_auth_admit(srv_auth *a, const srv_key *key, srv_error *e);
+/* Counts tokens a request of the key used against its tokens per minute. */
+void srv_auth_charge(srv_auth *a, const char *key_id, int64_t tokens);
 
 bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -147,7 +180,8 @@ void srv_jobs_cancel_all(srv *s);
 enum MHD_Result srv_send_json(srv *s, struct MHD_Connection *conn, int status, json_t *body);
 enum MHD_Result srv_send_error(srv *s, struct MHD_Connection *conn, const srv_error *e);
 enum MHD_Result srv_send_text(srv *s, struct MHD_Connection *conn, int status,
-                              const char *content_type, const char *text, size_t len);
+                              const char *content_type, const char *text, size_t len,
+                              int retry_after);
 
 /* /metrics (metrics.c) */
 void srv_metrics_render(srv *s, core_buf *out);

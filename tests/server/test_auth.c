@@ -1,0 +1,315 @@
+/*
+ * test_auth.c - who may talk to the gateway, over real HTTP(S) on 127.0.0.1 with libcurl:
+ * with keys configured a missing, wrong or revoked key gets 401 (revoking in the keys file
+ * takes effect in the running server), a key limited to other models gets 403, the N+1st
+ * request in a minute gets 429 with Retry-After, the key's tier is the request's tier; keys
+ * are stored only as hashes and never appear in what `mica serve` prints; HTTPS with a
+ * self-signed certificate verified by libcurl works and plain HTTP to that port fails; the
+ * server refuses to listen off loopback without keys, or without TLS.
+ */
+#define _GNU_SOURCE
+#include "test_util.h"
+
+#include "server/srv.h"
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct reply {
+    long status;
+    char body[8192];
+    size_t len;
+    char retry_after[16];
+    CURLcode rc;
+} reply;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    reply *r = ud;
+    size_t k = size * n;
+    if (r->len + k >= sizeof r->body) k = sizeof r->body - 1 - r->len;
+    memcpy(r->body + r->len, p, k);
+    r->len += k;
+    r->body[r->len] = '\0';
+    return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    reply *r = ud;
+    if (!strncasecmp(p, "Retry-After:", 12)) sscanf(p + 12, " %15s", r->retry_after);
+    return size * n;
+}
+
+/* One request; scheme "http" or "https" (verified against ca when given). */
+static reply call(const char *scheme, uint16_t port, const char *path, const char *key,
+                  const char *body, const char *ca)
+{
+    reply r = {0};
+    char url[256], auth[256];
+    snprintf(url, sizeof url, "%s://127.0.0.1:%u%s", scheme, (unsigned)port, path);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (key) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+        h = curl_slist_append(h, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    if (ca) curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+    r.rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+static const char *const chat_body = "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\","
+                                     "\"content\":\"Hi\"}],\"max_tokens\":2}";
+
+static void tmp_dir(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/auth_%d_%s", tu_tmpdir(), (int)getpid(), name);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(mkdir(buf, 0700), 0);
+}
+
+static void config(srv_config *c, const char *model, const char *data_dir)
+{
+    srv_config_defaults(c);
+    c->port = 0;
+    c->n_parallel = 2;
+    c->n_ctx = 128;
+    c->n_batch = 32;
+    c->n_threads = 1;
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", data_dir);
+    char spec[1200];
+    snprintf(spec, sizeof spec, "stories=%s", model);
+    mica_err err;
+    if (srv_config_add_model(c, spec, &err)) fail_msg("%s", err.msg);
+}
+
+static void add_key(const srv_config *c, const srv_key *tmpl, char *secret, char *id)
+{
+    char path[SRV_PATH_MAX];
+    srv_config_keys_path(c, path, sizeof path);
+    srv_keyring ring;
+    mica_err err;
+    if (srv_keys_load(&ring, path, &err) || srv_keys_add(&ring, tmpl, secret, 80, &err) ||
+        srv_keys_save(&ring, path, &err))
+        fail_msg("%s", err.msg);
+    strcpy(id, ring.keys[ring.n - 1].id);
+    srv_keys_free(&ring);
+}
+
+static void test_keys(void **state)
+{
+    (void)state;
+    char model[1024], dir[512];
+    TU_SHARED_PATH(model, "testdata/stories260K/models/stories260K.F32.gguf");
+    tmp_dir(dir, sizeof dir, "keys");
+    srv_config c;
+    config(&c, model, dir);
+    char vip[80], limited[80], other[80], id_vip[24], id_limited[24], id_other[24];
+    add_key(&c, &(srv_key){.tier = "vip"}, vip, id_vip);
+    add_key(&c, &(srv_key){.tier = "standard", .rpm = 3}, limited, id_limited);
+    add_key(&c, &(srv_key){.tier = "batch", .models = {"elsewhere"}, .n_models = 1}, other,
+            id_other);
+    /* Only hashes are stored. */
+    char path[SRV_PATH_MAX];
+    srv_config_keys_path(&c, path, sizeof path);
+    char *file = tu_read_file(path, NULL);
+    assert_null(strstr(file, vip + 3));
+    assert_null(strstr(file, limited + 3));
+    free(file);
+
+    srv *s;
+    mica_err err;
+    if (srv_start(&s, &c, &err)) fail_msg("%s", err.msg);
+    const uint16_t port = srv_port(s);
+    reply r = call("http", port, "/v1/chat/completions", NULL, chat_body, NULL);
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.body, "invalid_api_key"));
+    r = call("http", port, "/v1/chat/completions", "mk-0000", chat_body, NULL);
+    assert_int_equal(r.status, 401);
+    r = call("http", port, "/v1/models", NULL, NULL, NULL);
+    assert_int_equal(r.status, 401);
+    r = call("http", port, "/health", NULL, NULL, NULL); /* load balancers need no key */
+    assert_int_equal(r.status, 200);
+
+    r = call("http", port, "/v1/chat/completions", vip, chat_body, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"service_tier\":\"vip\""));
+    /* A key for other models: 403, and /v1/models lists none of ours. */
+    r = call("http", port, "/v1/chat/completions", other, chat_body, NULL);
+    assert_int_equal(r.status, 403);
+    assert_non_null(strstr(r.body, "model_not_allowed"));
+    r = call("http", port, "/v1/models", other, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "stories"));
+    /* 3 requests per minute: the 4th is refused with Retry-After. */
+    for (int i = 0; i < 3; i++) {
+        r = call("http", port, "/v1/chat/completions", limited, chat_body, NULL);
+        assert_int_equal(r.status, 200);
+    }
+    r = call("http", port, "/v1/chat/completions", limited, chat_body, NULL);
+    assert_int_equal(r.status, 429);
+    assert_true(atoi(r.retry_after) >= 1 && atoi(r.retry_after) <= 20);
+    /* Revoking in the file takes effect in the running server. */
+    srv_keyring ring;
+    if (srv_keys_load(&ring, path, &err) || srv_keys_revoke(&ring, id_vip, &err) ||
+        srv_keys_save(&ring, path, &err))
+        fail_msg("%s", err.msg);
+    srv_keys_free(&ring);
+    r = call("http", port, "/v1/chat/completions", vip, chat_body, NULL);
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.body, "revoked"));
+    srv_stop(s);
+}
+
+/* ---- the process: what it prints ------------------------------------------------------- */
+
+static pid_t spawn_serve(const char *const *args, const char *log)
+{
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *f = freopen(log, "w", stderr);
+        if (!f || !freopen(log, "a", stdout)) _exit(127);
+        const char *argv[32] = {getenv("MICA_BIN"), "serve"};
+        int n = 2;
+        while (args[n - 2] && n < 31) argv[n] = args[n - 2], n++;
+        argv[n] = NULL;
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for "on http(s)://HOST:PORT" in the log; 0 when the process died. */
+static uint16_t wait_port(const char *log, pid_t pid)
+{
+    for (int i = 0; i < 600; i++) {
+        char *text = access(log, R_OK) ? NULL : tu_read_file(log, NULL);
+        const char *p = text ? strstr(text, "://127.0.0.1:") : NULL;
+        const unsigned port = p ? (unsigned)atoi(p + 13) : 0;
+        free(text);
+        if (port) return (uint16_t)port;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
+        usleep(20000);
+    }
+    return 0;
+}
+
+static void test_keys_never_printed(void **state)
+{
+    (void)state;
+    char model[1024], dir[512], log[600], mspec[1100];
+    TU_SHARED_PATH(model, "testdata/stories260K/models/stories260K.F32.gguf");
+    tmp_dir(dir, sizeof dir, "print");
+    snprintf(log, sizeof log, "%s/serve.log", dir);
+    snprintf(mspec, sizeof mspec, "stories=%s", model);
+    srv_config c;
+    config(&c, model, dir);
+    char key[80], id[24];
+    add_key(&c, &(srv_key){.tier = "standard"}, key, id);
+    const char *args[] = {"-m", mspec, "--port", "0", "--data-dir", dir, "-t", "1", NULL};
+    const pid_t pid = spawn_serve(args, log);
+    const uint16_t port = wait_port(log, pid);
+    assert_true(port > 0);
+    reply r = call("http", port, "/v1/chat/completions", key, chat_body, NULL);
+    assert_int_equal(r.status, 200);
+    r = call("http", port, "/v1/chat/completions", "mk-wrong-key-123", chat_body, NULL);
+    assert_int_equal(r.status, 401);
+    kill(pid, SIGTERM);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *out = tu_read_file(log, NULL);
+    assert_null(strstr(out, key + 3));
+    assert_null(strstr(out, "mk-wrong-key-123"));
+    free(out);
+}
+
+/* ---- TLS and exposure ------------------------------------------------------------------ */
+
+static void test_tls(void **state)
+{
+    (void)state;
+    char model[1024], dir[512], cmd[2048];
+    TU_SHARED_PATH(model, "testdata/stories260K/models/stories260K.F32.gguf");
+    if (system("command -v certtool > /dev/null")) {
+        printf("SKIP: certtool (Debian package gnutls-bin) is not installed\n");
+        skip();
+    }
+    tmp_dir(dir, sizeof dir, "tls");
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && certtool --generate-privkey --key-type=ecdsa --outfile key.pem 2>/dev/null"
+             " && printf 'cn = 127.0.0.1\\nip_address = 127.0.0.1\\nexpiration_days = 2\\n"
+             "tls_www_server\\nsigning_key\\nca\\ncert_signing_key\\n' > tmpl"
+             " && certtool --generate-self-signed --load-privkey key.pem --template tmpl"
+             " --outfile cert.pem > /dev/null 2>&1",
+             dir);
+    assert_int_equal(system(cmd), 0);
+    srv_config c;
+    config(&c, model, dir);
+    snprintf(c.tls_cert, sizeof c.tls_cert, "%s/cert.pem", dir);
+    snprintf(c.tls_key, sizeof c.tls_key, "%s/key.pem", dir);
+    srv *s;
+    mica_err err;
+    if (srv_start(&s, &c, &err)) fail_msg("%s", err.msg);
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/cert.pem", dir);
+    reply r = call("https", srv_port(s), "/v1/chat/completions", NULL, chat_body, ca);
+    if (r.rc != CURLE_OK) fail_msg("https: %s", curl_easy_strerror(r.rc));
+    assert_int_equal(r.status, 200);
+    /* Without the certificate the client refuses; plain HTTP gets no HTTP answer. */
+    r = call("https", srv_port(s), "/health", NULL, NULL, "/dev/null");
+    assert_int_not_equal(r.rc, CURLE_OK);
+    r = call("http", srv_port(s), "/health", NULL, NULL, NULL);
+    assert_true(r.rc != CURLE_OK || r.status != 200);
+    srv_stop(s);
+
+    /* Off loopback: keys are required, and TLS unless --insecure-http. */
+    char other[512];
+    tmp_dir(other, sizeof other, "exposed");
+    config(&c, model, other);
+    snprintf(c.host, sizeof c.host, "0.0.0.0");
+    assert_int_equal(srv_start(&s, &c, &err), MICA_EINVAL);
+    assert_non_null(strstr(err.msg, "loopback"));
+    char key[80], id[24];
+    add_key(&c, &(srv_key){.tier = "standard"}, key, id);
+    assert_int_equal(srv_start(&s, &c, &err), MICA_EINVAL);
+    assert_non_null(strstr(err.msg, "--tls-cert"));
+    c.insecure_http = true;
+    if (srv_start(&s, &c, &err)) fail_msg("%s", err.msg);
+    srv_stop(s);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    return curl_global_init(CURL_GLOBAL_ALL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_keys_never_printed),
+        cmocka_unit_test(test_tls),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
