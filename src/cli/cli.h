@@ -37,5 +37,19 @@ int cmd_run(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+
+/* A progress line on stderr, drawn only when stderr is a terminal (cli_progress.c);
+ * cli_progress_update has the library's quant_progress_fn signature. */
+typedef struct cli_progress {
+    bool tty, shown;
+    double last;
+} cli_progress;
+
+void cli_progress_init(cli_progress *p);
+void cli_progress_update(void *ctx, const char *what, const char *item, int64_t done,
+                         int64_t total);
+void cli_progress_clear(cli_progress *p);
 
 #endif
