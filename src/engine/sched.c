@@ -486,18 +486,11 @@ static eng_finish advance(eng_sched *s, eng_req *r, float *logits)
     len = len < sizeof piece ? len : sizeof piece;
     s->text_out.len = 0;
     const eng_text_result tr = eng_text_push(&r->text, piece, len, &s->text_out);
-    ev = (eng_event){.token = t,
-                     .text = s->text_out.data ? s->text_out.data : "",
-                     .text_len = s->text_out.len,
-                     .logprob = ev.logprob,
-                     .top = ev.top,
-                     .n_top = ev.n_top,
-                     .n_prompt = r->n_prompt,
-                     .n_gen = r->n_toks - r->n_prompt,
-                     .t_submit = r->t_submit,
-                     .t_admit = r->t_admit,
-                     .t_first = r->t_first,
-                     .n_preempted = r->n_preempted};
+    ev.token = t;
+    ev.text = s->text_out.data ? s->text_out.data : "";
+    ev.text_len = s->text_out.len;
+    ev.n_gen = r->n_toks - r->n_prompt;
+    ev.t_first = r->t_first;
     r->on_event(r->ud, &ev);
     if (tr == ENG_TEXT_STOP) return ENG_FINISH_STOP;
     if (tr == ENG_TEXT_FULL) return ENG_FINISH_LENGTH;

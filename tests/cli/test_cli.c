@@ -7,7 +7,7 @@
  * stories260K with a peak RSS under 16 MB (weights mapped, not copied).
  */
 #define _GNU_SOURCE
-#include "test_util.h"
+#include "cli_run.h"
 
 #include "gguf/gguf.h"
 #include "tensor/tensor.h"
@@ -18,62 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct run_result {
-    int status;
-    char *out, *err;
-    size_t out_len;
-    long maxrss_kb;
-} run_result;
-
-static const char *bin(void)
-{
-    const char *b = getenv("MICA_BIN");
-    if (!b) fail_msg("MICA_BIN is not set (run through ctest)");
-    return b;
-}
-
 static void tmp_path(char *buf, size_t cap, const char *name)
 {
-    snprintf(buf, cap, "%s/cli_%d_%s", tu_tmpdir(), (int)getpid(), name);
-}
-
-/* Runs build/mica with args (NULL-terminated, without argv[0]). */
-static run_result run_mica(const char *const *args)
-{
-    char out_path[512], err_path[512];
-    tmp_path(out_path, sizeof out_path, "stdout");
-    tmp_path(err_path, sizeof err_path, "stderr");
-    const char *argv[64] = {bin()};
-    int n = 1;
-    while (args[n - 1] && n < 63) argv[n] = args[n - 1], n++;
-    argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    run_result r = {0};
-    struct rusage ru;
-    int st;
-    assert_int_equal(wait4(pid, &st, 0, &ru), pid);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.maxrss_kb = ru.ru_maxrss;
-    r.out = tu_read_file(out_path, &r.out_len);
-    r.err = tu_read_file(err_path, NULL);
-    unlink(out_path);
-    unlink(err_path);
-    return r;
-}
-
-static void run_free(run_result *r)
-{
-    free(r->out);
-    free(r->err);
+    run_tmp_path(buf, cap, "cli", name);
 }
 
 /* One line "mica: <path>: ...<needle>..." on stderr, exit 1, nothing on stdout. */

@@ -9,7 +9,7 @@
  * line `mica: ...`, exit 1, no stdout and no output file (nor OUT.tmp).
  */
 #define _GNU_SOURCE
-#include "test_util.h"
+#include "cli_run.h"
 
 #include "gguf/gguf.h"
 
@@ -20,71 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct run_result {
-    int status;
-    char *out, *err;
-    size_t out_len;
-} run_result;
-
-static const char *bin(void)
-{
-    const char *b = getenv("MICA_BIN");
-    if (!b) fail_msg("MICA_BIN is not set (run through ctest)");
-    return b;
-}
-
 static void tmp_path(char *buf, size_t cap, const char *name)
 {
-    snprintf(buf, cap, "%s/qcli_%d_%s", tu_tmpdir(), (int)getpid(), name);
-}
-
-/* Runs build/mica with args (NULL-terminated, without argv[0]); fsize_limit > 0 caps the
- * size of files the child may write (a full disk: writes fail with EFBIG, SIGXFSZ is
- * ignored so the process sees the error instead of dying). */
-static run_result run_mica_limited(const char *const *args, long fsize_limit)
-{
-    char out_path[512], err_path[512];
-    tmp_path(out_path, sizeof out_path, "stdout");
-    tmp_path(err_path, sizeof err_path, "stderr");
-    const char *argv[64] = {bin()};
-    int n = 1;
-    while (args[n - 1] && n < 63) argv[n] = args[n - 1], n++;
-    argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        if (fsize_limit > 0) {
-            signal(SIGXFSZ, SIG_IGN);
-            struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
-            setrlimit(RLIMIT_FSIZE, &rl);
-        }
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    run_result r = {0};
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = tu_read_file(out_path, &r.out_len);
-    r.err = tu_read_file(err_path, NULL);
-    unlink(out_path);
-    unlink(err_path);
-    return r;
-}
-
-static run_result run_mica(const char *const *args)
-{
-    return run_mica_limited(args, 0);
-}
-
-static void run_free(run_result *r)
-{
-    free(r->out);
-    free(r->err);
+    run_tmp_path(buf, cap, "qcli", name);
 }
 
 static void expect_ok(const run_result *r, const char *what)

@@ -1,0 +1,88 @@
+/*
+ * cli_run.h - runs build/mica in a child process for the CLI tests: argv, captured stdout
+ * and stderr, exit status, peak RSS, and optionally a cap on the size of files the child may
+ * write (a full disk). Header-only, shared by tests/cli/test_*.c.
+ */
+#ifndef MICA_TESTS_CLI_RUN_H
+#define MICA_TESTS_CLI_RUN_H
+
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct run_result {
+    int status;
+    char *out, *err;
+    size_t out_len;
+    long maxrss_kb;
+} run_result;
+
+static inline const char *run_bin(void)
+{
+    const char *b = getenv("MICA_BIN");
+    if (!b) fail_msg("MICA_BIN is not set (run through ctest)");
+    return b;
+}
+
+/* A path in the test tmp dir unique to this process: DIR/<prefix>_<pid>_<name>. */
+static inline void run_tmp_path(char *buf, size_t cap, const char *prefix, const char *name)
+{
+    snprintf(buf, cap, "%s/%s_%d_%s", tu_tmpdir(), prefix, (int)getpid(), name);
+}
+
+/* Runs build/mica with args (NULL-terminated, without argv[0]); fsize_limit > 0 caps the size
+ * of files the child may write (writes fail with EFBIG; SIGXFSZ is ignored so the process sees
+ * the error instead of dying). */
+static inline run_result run_mica_limited(const char *const *args, long fsize_limit)
+{
+    char out_path[512], err_path[512];
+    run_tmp_path(out_path, sizeof out_path, "run", "stdout");
+    run_tmp_path(err_path, sizeof err_path, "run", "stderr");
+    const char *argv[64] = {run_bin()};
+    int n = 1;
+    while (args[n - 1] && n < 63) argv[n] = args[n - 1], n++;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        if (fsize_limit > 0) {
+            signal(SIGXFSZ, SIG_IGN);
+            struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    run_result r = {0};
+    struct rusage ru;
+    int st;
+    assert_int_equal(wait4(pid, &st, 0, &ru), pid);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.maxrss_kb = ru.ru_maxrss;
+    r.out = tu_read_file(out_path, &r.out_len);
+    r.err = tu_read_file(err_path, NULL);
+    unlink(out_path);
+    unlink(err_path);
+    return r;
+}
+
+static inline run_result run_mica(const char *const *args)
+{
+    return run_mica_limited(args, 0);
+}
+
+static inline void run_free(run_result *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+#endif
