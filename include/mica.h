@@ -114,6 +114,12 @@ typedef struct mica_batch_token {
 mica_status mica_decode_multi(mica_context *c, const mica_batch_token *tokens, int32_t n,
                               float *logits, mica_err *err);
 
+/* An embedding of tokens[0..n): the mean of their final hidden states (after the output
+ * norm), L2-normalised — llama.cpp's mean pooling. Runs in sequence `seq` of the context,
+ * which is empty afterwards. out receives mica_model_n_embd floats. */
+mica_status mica_embed(mica_context *c, int32_t seq, const mica_token *tokens, int32_t n,
+                       float *out, mica_err *err);
+
 /* Positions sequence `seq` holds (0 for an unknown sequence). */
 int32_t mica_seq_len(const mica_context *c, int32_t seq);
 int32_t mica_context_n_seq(const mica_context *c);

@@ -5,6 +5,7 @@
  */
 #include "engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,6 +251,47 @@ mica_status mica_decode(mica_context *c, int32_t seq, const mica_token *tokens, 
         t[i] = (mica_batch_token){tokens[i], seq, pos0 + i, all_logits || i == n - 1};
     mica_status st = mica_decode_multi(c, t, n, logits, err);
     free(t);
+    return st;
+}
+
+static void l2_normalize(const double *sum, float *out, int32_t n)
+{
+    double norm = 0.0;
+    for (int32_t i = 0; i < n; i++) norm += sum[i] * sum[i];
+    norm = sqrt(norm);
+    for (int32_t i = 0; i < n; i++) out[i] = norm > 0 ? (float)(sum[i] / norm) : 0.0f;
+}
+
+mica_status mica_embed(mica_context *c, int32_t seq, const mica_token *tokens, int32_t n,
+                       float *out, mica_err *err)
+{
+    if (n < 1) return core_fail(err, MICA_EINVAL, "nothing to embed");
+    if (n > c->kv.n_ctx)
+        return core_fail(err, MICA_ERANGE, "%d tokens exceed the context of %d", n, c->kv.n_ctx);
+    const int32_t ne = c->model->m->hp.n_embd;
+    float *hidden = malloc((size_t)c->n_batch * (size_t)ne * sizeof *hidden);
+    double *sum = calloc((size_t)ne, sizeof *sum);
+    mica_status st = MICA_OK;
+    if (!hidden || !sum) {
+        st = core_fail(err, MICA_ENOMEM, "out of memory for an embedding");
+        goto done;
+    }
+    mica_seq_truncate(c, seq, 0);
+    for (int32_t done = 0; done < n && !st; done += c->n_batch) {
+        const int32_t chunk = n - done < c->n_batch ? n - done : c->n_batch;
+        for (int32_t i = 0; i < chunk; i++)
+            c->batch[i] = (model_batch_tok){tokens[done + i], done + i, seq, false};
+        st = model_forward_hidden(c->model->m, c->work, &c->kv, c->pool, c->batch, chunk, hidden,
+                                  err);
+        for (int32_t i = 0; i < chunk && !st; i++)
+            for (int32_t k = 0; k < ne; k++) sum[k] += hidden[(size_t)i * (size_t)ne + k];
+        if (!st) c->seq_len[seq] = done + chunk;
+    }
+    if (!st) l2_normalize(sum, out, ne);
+    mica_seq_truncate(c, seq, 0);
+done:
+    free(hidden);
+    free(sum);
     return st;
 }
 

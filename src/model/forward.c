@@ -510,8 +510,9 @@ static void output_logits(const model *m, model_work *w, tensor_pool *pool,
     scale_rows(logits, (int64_t)n_out * hp->n_vocab, 1.0f / hp->logit_scale);
 }
 
-mica_status model_forward(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,
-                          const model_batch_tok *batch, int32_t n, float *logits, mica_err *err)
+/* Everything up to the final norm: the residual stream of every token is left in w->x. */
+static mica_status forward_layers(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,
+                                  const model_batch_tok *batch, int32_t n, mica_err *err)
 {
     mica_status st = check_batch(m, w, kv, batch, n, err);
     if (st) return st;
@@ -520,6 +521,24 @@ mica_status model_forward(const model *m, model_work *w, model_kv *kv, tensor_po
         attention_block(m, il, w, kv, pool, batch, n);
         ffn_block(m, il, w, pool, n);
     }
+    return MICA_OK;
+}
+
+mica_status model_forward(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,
+                          const model_batch_tok *batch, int32_t n, float *logits, mica_err *err)
+{
+    mica_status st = forward_layers(m, w, kv, pool, batch, n, err);
+    if (st) return st;
     output_logits(m, w, pool, batch, n, logits);
+    return MICA_OK;
+}
+
+mica_status model_forward_hidden(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,
+                                 const model_batch_tok *batch, int32_t n, float *hidden,
+                                 mica_err *err)
+{
+    mica_status st = forward_layers(m, w, kv, pool, batch, n, err);
+    if (st) return st;
+    rms_norm_rows(w->x, m->output_norm, hidden, n, m->hp.n_embd, m->hp.norm_eps);
     return MICA_OK;
 }

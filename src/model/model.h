@@ -142,4 +142,10 @@ void model_work_reset_moe_stats(model_work *w);
 mica_status model_forward(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,
                           const model_batch_tok *batch, int32_t n, float *logits, mica_err *err);
 
+/* The same pass without the output projection: hidden receives, for every token of the batch,
+ * its final hidden state after the output norm (n rows of n_embd), what embeddings pool. */
+mica_status model_forward_hidden(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,
+                                 const model_batch_tok *batch, int32_t n, float *hidden,
+                                 mica_err *err);
+
 #endif

@@ -14,6 +14,10 @@
 #include <string.h>
 #include <time.h>
 
+/* HTTP threads: embeddings are computed on the thread that received them, so one request
+ * must not stall every other connection. */
+#define SRV_HTTP_THREADS 4
+
 /* What MHD keeps for one request between calls of the access handler. */
 typedef struct srv_conn {
     core_buf body;
@@ -202,6 +206,9 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *conn, srv_conn *c, c
         return post ? post_generate(s, conn, c, &key, true) : send_fail(s, conn, 405, "use POST");
     if (!strcmp(url, "/v1/completions"))
         return post ? post_generate(s, conn, c, &key, false) : send_fail(s, conn, 405, "use POST");
+    if (!strcmp(url, "/v1/embeddings"))
+        return post ? srv_embeddings(s, conn, c->body.data ? c->body.data : "", c->body.len, &key)
+                    : send_fail(s, conn, 405, "use POST");
     char msg[256];
     snprintf(msg, sizeof msg, "no endpoint %s %.128s", method, url);
     return send_fail(s, conn, 404, msg);
@@ -294,6 +301,8 @@ static mica_status load_models(srv *s, mica_err *err)
         p.max_waiting = most;
         if ((st = eng_sched_new(&m->sched, m->m, &p, err))) return core_fail_prefix(err, m->name);
         if ((st = eng_sched_start(m->sched, err))) return st;
+        if ((st = srv_embed_init(m, &s->cfg, err))) return core_fail_prefix(err, m->name);
+        m->embed_ready = true;
         srv_chat_pick_format(m);
         m->created = (int64_t)time(NULL);
     }
@@ -330,12 +339,12 @@ static mica_status start_daemon(srv *s, const struct sockaddr_in *addr, mica_err
             (st = core_read_file(c->tls_key, 1 << 20, &key, NULL, err)))
             goto done;
     }
-    s->daemon =
-        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)1024, cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
-                         MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)SRV_HTTP_THREADS, cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
+        MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
     if (!s->daemon)
         st = core_fail(err, MICA_EIO, "cannot listen on %s:%d%s: %s", c->host, c->port,
                        cert ? " with TLS (is the certificate/key pair valid PEM?)" : "",
@@ -412,7 +421,10 @@ void srv_stop(srv *s)
         s->models[i].sched = NULL;
     }
     if (s->daemon) MHD_stop_daemon(s->daemon);
-    for (int i = 0; i < s->n_models; i++) mica_model_free(s->models[i].m);
+    for (int i = 0; i < s->n_models; i++) {
+        if (s->models[i].embed_ready) srv_embed_free(&s->models[i]);
+        mica_model_free(s->models[i].m);
+    }
     pthread_cond_destroy(&s->tick_cv);
     pthread_mutex_destroy(&s->tick_mu);
     pthread_mutex_destroy(&s->jobs_mu);

@@ -63,7 +63,13 @@ typedef struct srv_model {
     eng_sched *sched;
     char chat_format[16]; /* "chatml", "llama3", "llama2" */
     int64_t created;
+    mica_context *embed_ctx; /* /v1/embeddings, one request at a time */
+    pthread_mutex_t embed_mu;
+    bool embed_ready;
 } srv_model;
+
+mica_status srv_embed_init(srv_model *m, const srv_config *c, mica_err *err);
+void srv_embed_free(srv_model *m);
 
 typedef struct srv_job srv_job;
 
@@ -182,6 +188,10 @@ enum MHD_Result srv_send_error(srv *s, struct MHD_Connection *conn, const srv_er
 enum MHD_Result srv_send_text(srv *s, struct MHD_Connection *conn, int status,
                               const char *content_type, const char *text, size_t len,
                               int retry_after);
+
+/* POST /v1/embeddings (embed.c) */
+enum MHD_Result srv_embeddings(srv *s, struct MHD_Connection *conn, const char *body, size_t len,
+                               const srv_key *key);
 
 /* /metrics (metrics.c) */
 void srv_metrics_render(srv *s, core_buf *out);

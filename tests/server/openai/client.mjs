@@ -1,6 +1,6 @@
 // client.mjs - the official `openai` npm client against a running `mica serve`: lists the
 // models, a chat completion, a streamed chat completion with include_usage, a completion,
-// and an unknown model's error. Usage: node client.mjs BASE_URL MODEL (BASE_URL ends in /v1).
+// embeddings, and an unknown model's error. Usage: node client.mjs BASE_URL MODEL (BASE_URL ends in /v1).
 // Exits 0 when every check holds, else prints what failed and exits 1. Run by
 // tests/server/test_server.c.
 import OpenAI from 'openai';
@@ -52,6 +52,11 @@ check(text === chat.choices[0].message.content, 'streamed text equals the non-st
 
 const cmpl = await client.completions.create({ model, prompt: 'The dog', max_tokens: 4 });
 check(cmpl.object === 'text_completion' && cmpl.choices.length === 1, 'completion');
+
+const emb = await client.embeddings.create({ model, input: ['Once upon a time', 'The dog'] });
+check(emb.data.length === 2 && emb.data[1].index === 1, 'two embeddings');
+const v = emb.data[0].embedding;
+check(Math.abs(Math.hypot(...v) - 1) < 1e-4, `unit length (${v.length} floats)`);
 
 try {
   await client.chat.completions.create({
