@@ -8,7 +8,7 @@
  * server refuses to listen off loopback without keys, or without TLS.
  */
 #define _GNU_SOURCE
-#include "test_util.h"
+#include "http_client.h"
 
 #include "server/srv.h"
 
@@ -18,59 +18,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct reply {
+/* A reply with its body copied into a fixed buffer, so the checks need no frees. */
+typedef struct answer {
     long status;
     char body[8192];
-    size_t len;
     char retry_after[16];
     CURLcode rc;
-} reply;
+} answer;
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
+static answer call(const char *scheme, uint16_t port, const char *path, const char *key,
+                   const char *body, const char *ca)
 {
-    reply *r = ud;
-    size_t k = size * n;
-    if (r->len + k >= sizeof r->body) k = sizeof r->body - 1 - r->len;
-    memcpy(r->body + r->len, p, k);
-    r->len += k;
-    r->body[r->len] = '\0';
-    return size * n;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
-{
-    reply *r = ud;
-    if (!strncasecmp(p, "Retry-After:", 12)) sscanf(p + 12, " %15s", r->retry_after);
-    return size * n;
-}
-
-/* One request; scheme "http" or "https" (verified against ca when given). */
-static reply call(const char *scheme, uint16_t port, const char *path, const char *key,
-                  const char *body, const char *ca)
-{
-    reply r = {0};
-    char url[256], auth[256];
-    snprintf(url, sizeof url, "%s://127.0.0.1:%u%s", scheme, (unsigned)port, path);
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    if (key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
-        h = curl_slist_append(h, auth);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    if (ca) curl_easy_setopt(c, CURLOPT_CAINFO, ca);
-    r.rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return r;
+    reply r = http_perform(&(http_req){
+        .scheme = scheme, .port = port, .path = path, .body = body, .key = key, .ca = ca});
+    answer a = {.status = r.status, .rc = r.rc};
+    snprintf(a.body, sizeof a.body, "%s", r.body);
+    memcpy(a.retry_after, r.retry_after, sizeof a.retry_after);
+    reply_free(&r);
+    return a;
 }
 
 static const char *const chat_body = "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\","
@@ -138,7 +103,7 @@ static void test_keys(void **state)
     mica_err err;
     if (srv_start(&s, &c, &err)) fail_msg("%s", err.msg);
     const uint16_t port = srv_port(s);
-    reply r = call("http", port, "/v1/chat/completions", NULL, chat_body, NULL);
+    answer r = call("http", port, "/v1/chat/completions", NULL, chat_body, NULL);
     assert_int_equal(r.status, 401);
     assert_non_null(strstr(r.body, "invalid_api_key"));
     r = call("http", port, "/v1/chat/completions", "mk-0000", chat_body, NULL);
@@ -228,7 +193,7 @@ static void test_keys_never_printed(void **state)
     const pid_t pid = spawn_serve(args, log);
     const uint16_t port = wait_port(log, pid);
     assert_true(port > 0);
-    reply r = call("http", port, "/v1/chat/completions", key, chat_body, NULL);
+    answer r = call("http", port, "/v1/chat/completions", key, chat_body, NULL);
     assert_int_equal(r.status, 200);
     r = call("http", port, "/v1/chat/completions", "mk-wrong-key-123", chat_body, NULL);
     assert_int_equal(r.status, 401);
@@ -271,7 +236,7 @@ static void test_tls(void **state)
     if (srv_start(&s, &c, &err)) fail_msg("%s", err.msg);
     char ca[600];
     snprintf(ca, sizeof ca, "%s/cert.pem", dir);
-    reply r = call("https", srv_port(s), "/v1/chat/completions", NULL, chat_body, ca);
+    answer r = call("https", srv_port(s), "/v1/chat/completions", NULL, chat_body, ca);
     if (r.rc != CURLE_OK) fail_msg("https: %s", curl_easy_strerror(r.rc));
     assert_int_equal(r.status, 200);
     /* Without the certificate the client refuses; plain HTTP gets no HTTP answer. */

@@ -7,7 +7,7 @@
  * input gets an OpenAI-style error and the server keeps serving.
  */
 #define _GNU_SOURCE
-#include "test_util.h"
+#include "http_client.h"
 
 #include "core/core.h"
 #include "server/srv.h"
@@ -19,67 +19,18 @@
 #include <strings.h>
 #include <unistd.h>
 
-typedef struct reply {
-    long status;
-    char *body;
-    size_t len;
-    char retry_after[16];
-} reply;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    reply *r = ud;
-    char *b = realloc(r->body, r->len + size * n + 1);
-    assert_non_null(b);
-    memcpy(b + r->len, p, size * n);
-    r->len += size * n;
-    b[r->len] = '\0';
-    r->body = b;
-    return size * n;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
-{
-    reply *r = ud;
-    if (!strncasecmp(p, "Retry-After:", 12)) sscanf(p + 12, " %15s", r->retry_after);
-    return size * n;
-}
-
 static CURL *request(uint16_t port, const char *path, const char *body, size_t body_len, reply *r,
                      struct curl_slist **headers, const char *tier)
 {
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", (unsigned)port, path);
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    *headers = curl_slist_append(NULL, "Content-Type: application/json");
-    if (tier) {
-        char h[64];
-        snprintf(h, sizeof h, "X-Mica-Tier: %s", tier);
-        *headers = curl_slist_append(*headers, h);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, *headers);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
-    }
-    return c;
+    const http_req q = {
+        .port = port, .path = path, .body = body, .body_len = body_len, .tier = tier};
+    return http_easy(&q, r, headers);
 }
 
 static reply http(uint16_t port, const char *path, const char *body)
 {
-    reply r = {0};
-    struct curl_slist *h;
-    CURL *c = request(port, path, body, body ? strlen(body) : 0, &r, &h, NULL);
-    const CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK) fail_msg("%s: %s", path, curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    reply r = http_perform(&(http_req){.port = port, .path = path, .body = body});
+    if (r.rc != CURLE_OK) fail_msg("%s: %s", path, curl_easy_strerror(r.rc));
     return r;
 }
 
