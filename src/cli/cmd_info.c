@@ -48,6 +48,21 @@ static void print_tensors(const gguf_file *f)
            (double)total / (1024.0 * 1024.0));
 }
 
+/* A note for each mica extension type the file uses (FP8_E4M3): mica reads it, llama.cpp
+ * and other GGUF readers refuse the file. */
+static void print_extension_notes(const gguf_file *f)
+{
+    for (uint32_t type = 0; type < GGUF_T_COUNT; type++) {
+        if (!gguf_ttype_is_extension(type)) continue;
+        uint64_t n = 0;
+        for (uint64_t i = 0; i < f->n_tensors; i++) n += f->tensors[i].type == type;
+        if (n)
+            printf("note: %llu tensor(s) use %s (type %u), a mica extension type "
+                   "(docs/fp8.md): other GGUF readers such as llama.cpp refuse this file\n",
+                   (unsigned long long)n, gguf_ttype_name(type), type);
+    }
+}
+
 int cmd_info(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -66,6 +81,7 @@ int cmd_info(int argc, char **argv)
            (unsigned long long)f->size);
     print_kvs(f);
     print_tensors(f);
+    print_extension_notes(f);
     gguf_close(f);
     return 0;
 }

@@ -55,13 +55,20 @@ enum gguf_ttype {
     GGUF_T_I64 = 27,
     GGUF_T_F64 = 28,
     GGUF_T_BF16 = 30,
-    GGUF_T_COUNT = 40 /* bound of the numbering, not a type */
+    /* mica extension types: ids ggml has not assigned. ggml numbers its types upwards from 0
+     * (up to the low 40s by 2026), so an extension takes the top of mica's range (the kernel
+     * tables hold ids below 64) to stay clear of ggml's future types; llama.cpp and other
+     * GGUF readers refuse a file that uses one. */
+    GGUF_T_FP8_E4M3 = 63, /* blocks of 32 E4M3 bytes + fp16 scale; docs/fp8.md */
+    GGUF_T_COUNT = 64     /* bound of the numbering, not a type */
 };
 
 /* Storage layout of a tensor type: block_size elements take type_size bytes. Returns false
  * for a number that is not a known type (so a file with it is refused, not misread). */
 bool gguf_ttype_layout(uint32_t type, uint32_t *block_size, uint32_t *type_size);
 const char *gguf_ttype_name(uint32_t type); /* "F32", "Q8_0", ... or "type N" */
+/* True for a mica extension type (GGUF_T_FP8_E4M3): valid for mica, refused by other readers. */
+bool gguf_ttype_is_extension(uint32_t type);
 
 #define GGUF_MAX_DIMS          4
 #define GGUF_MAX_NAME          64 /* ggml's GGML_MAX_NAME: names must be shorter */

@@ -20,16 +20,27 @@ typedef struct gguf_ttype_info {
 /* Indexed by enum gguf_ttype; a NULL name marks a number mica does not know (removed
  * Q4_2/Q4_3, IQ and TQ types), which a file must not use. Sizes are ggml-common.h's. */
 static const gguf_ttype_info gguf_ttypes[GGUF_T_COUNT] = {
-    [GGUF_T_F32] = {"F32", 1, 4},       [GGUF_T_F16] = {"F16", 1, 2},
-    [GGUF_T_Q4_0] = {"Q4_0", 32, 18},   [GGUF_T_Q4_1] = {"Q4_1", 32, 20},
-    [GGUF_T_Q5_0] = {"Q5_0", 32, 22},   [GGUF_T_Q5_1] = {"Q5_1", 32, 24},
-    [GGUF_T_Q8_0] = {"Q8_0", 32, 34},   [GGUF_T_Q8_1] = {"Q8_1", 32, 36},
-    [GGUF_T_Q2_K] = {"Q2_K", 256, 84},  [GGUF_T_Q3_K] = {"Q3_K", 256, 110},
-    [GGUF_T_Q4_K] = {"Q4_K", 256, 144}, [GGUF_T_Q5_K] = {"Q5_K", 256, 176},
-    [GGUF_T_Q6_K] = {"Q6_K", 256, 210}, [GGUF_T_Q8_K] = {"Q8_K", 256, 292},
-    [GGUF_T_I8] = {"I8", 1, 1},         [GGUF_T_I16] = {"I16", 1, 2},
-    [GGUF_T_I32] = {"I32", 1, 4},       [GGUF_T_I64] = {"I64", 1, 8},
-    [GGUF_T_F64] = {"F64", 1, 8},       [GGUF_T_BF16] = {"BF16", 1, 2},
+    [GGUF_T_F32] = {"F32", 1, 4},
+    [GGUF_T_F16] = {"F16", 1, 2},
+    [GGUF_T_Q4_0] = {"Q4_0", 32, 18},
+    [GGUF_T_Q4_1] = {"Q4_1", 32, 20},
+    [GGUF_T_Q5_0] = {"Q5_0", 32, 22},
+    [GGUF_T_Q5_1] = {"Q5_1", 32, 24},
+    [GGUF_T_Q8_0] = {"Q8_0", 32, 34},
+    [GGUF_T_Q8_1] = {"Q8_1", 32, 36},
+    [GGUF_T_Q2_K] = {"Q2_K", 256, 84},
+    [GGUF_T_Q3_K] = {"Q3_K", 256, 110},
+    [GGUF_T_Q4_K] = {"Q4_K", 256, 144},
+    [GGUF_T_Q5_K] = {"Q5_K", 256, 176},
+    [GGUF_T_Q6_K] = {"Q6_K", 256, 210},
+    [GGUF_T_Q8_K] = {"Q8_K", 256, 292},
+    [GGUF_T_I8] = {"I8", 1, 1},
+    [GGUF_T_I16] = {"I16", 1, 2},
+    [GGUF_T_I32] = {"I32", 1, 4},
+    [GGUF_T_I64] = {"I64", 1, 8},
+    [GGUF_T_F64] = {"F64", 1, 8},
+    [GGUF_T_BF16] = {"BF16", 1, 2},
+    [GGUF_T_FP8_E4M3] = {"FP8_E4M3", 32, 34}, /* mica extension (docs/fp8.md) */
 };
 
 bool gguf_ttype_layout(uint32_t type, uint32_t *block_size, uint32_t *type_size)
@@ -38,6 +49,11 @@ bool gguf_ttype_layout(uint32_t type, uint32_t *block_size, uint32_t *type_size)
     if (block_size) *block_size = gguf_ttypes[type].block_size;
     if (type_size) *type_size = gguf_ttypes[type].type_size;
     return true;
+}
+
+bool gguf_ttype_is_extension(uint32_t type)
+{
+    return type == GGUF_T_FP8_E4M3;
 }
 
 const char *gguf_ttype_name(uint32_t type)

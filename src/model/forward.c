@@ -6,7 +6,11 @@
  * Architecture differences come from model_arch and model_hparams, not from copies.
  *
  * Element-wise numerics follow ggml-cpu (float math, double sums where ggml uses them), so
- * logits match llama.cpp's to about 1e-6. Matmuls are tensor_matmul. Called by engine/.
+ * logits match llama.cpp's to about 1e-6. Matmuls are tensor_matmul (tensor_matmul_multi for
+ * q/k/v and gate/up, which share their input: one conversion, one job on the pool); the
+ * attention products are tensor_attn_scores / tensor_attn_values, which compute each element
+ * with the plain sequential float sums this file used to spell out. Work that scales with the
+ * batch (attention, SwiGLU) runs on the pool. Called by engine/.
  */
 #include "model.h"
 
@@ -14,18 +18,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Query rows that share one key/value head go through the attention products together
+ * (tensor_attn_scores / tensor_attn_values, whose SIMD versions put rows in vector lanes):
+ * the heads of one KV head's group for a few consecutive tokens of the batch. */
+#define ATTN_ROWS 16
+
 struct model_work {
     int32_t n_batch, n_ctx;
     int n_threads;
-    float *x;      /* (n_batch, n_embd) residual stream */
-    float *xn;     /* (n_batch, n_embd) normalised input of a block */
-    float *q;      /* (n_batch, n_head*head_dim) */
-    float *k, *v;  /* (n_batch, n_head_kv*head_dim) */
-    float *att;    /* (n_batch, n_head*head_dim) attention output before wo */
-    float *out;    /* (n_batch, n_embd) a block's output before the residual add */
-    float *gate;   /* (n_batch, max ffn size) */
-    float *up;     /* (n_batch, max ffn size) */
-    float *scores; /* (n_threads, n_ctx) attention probabilities */
+    float *x;       /* (n_batch, n_embd) residual stream */
+    float *xn;      /* (n_batch, n_embd) normalised input of a block */
+    float *q;       /* (n_batch, n_head*head_dim) */
+    float *k, *v;   /* (n_batch, n_head_kv*head_dim) */
+    float *att;     /* (n_batch, n_head*head_dim) attention output before wo */
+    float *out;     /* (n_batch, n_embd) a block's output before the residual add */
+    float *gate;    /* (n_batch, max ffn size) */
+    float *up;      /* (n_batch, max ffn size) */
+    float *scores;  /* (n_threads, ATTN_ROWS, n_ctx) attention probabilities */
+    float *rope_cs; /* (n_batch, n_rot) cos, sin pairs of each token's rotation angles */
     /* Mixture of experts */
     float *router;     /* (n_batch, n_expert) probabilities */
     int32_t *sel;      /* (n_batch, n_expert_used) chosen experts */
@@ -73,7 +83,8 @@ mica_status model_work_new(model_work **out, const model *m, int32_t n_batch, in
     w->out = core_calloc(nb * e, sizeof(float));
     w->gate = core_calloc(nb * ff, sizeof(float));
     w->up = core_calloc(nb * ff, sizeof(float));
-    w->scores = core_calloc((size_t)n_threads * (size_t)n_ctx, sizeof(float));
+    w->scores = core_calloc((size_t)n_threads * ATTN_ROWS * (size_t)n_ctx, sizeof(float));
+    w->rope_cs = core_calloc(nb * (size_t)(hp->n_rot > 0 ? hp->n_rot : 1), sizeof(float));
     w->router = core_calloc(nb * nx, sizeof(float));
     w->sel = core_calloc(nb * nu, sizeof(int32_t));
     w->sel_w = core_calloc(nb * nu, sizeof(float));
@@ -90,8 +101,8 @@ mica_status model_work_new(model_work **out, const model *m, int32_t n_batch, in
         if (!w->stats.n_tokens || !w->stats.weight_sum) goto oom;
     }
     if (!w->x || !w->xn || !w->q || !w->k || !w->v || !w->att || !w->out || !w->gate || !w->up ||
-        !w->scores || !w->router || !w->sel || !w->sel_w || !w->rows || !w->xg || !w->exp_out ||
-        !w->shexp_gate)
+        !w->scores || !w->rope_cs || !w->router || !w->sel || !w->sel_w || !w->rows || !w->xg ||
+        !w->exp_out || !w->shexp_gate)
         goto oom;
     *out = w;
     return MICA_OK;
@@ -103,9 +114,9 @@ oom:
 void model_work_free(model_work *w)
 {
     if (!w) return;
-    float *bufs[] = {w->x,      w->xn,    w->q,    w->k,       w->v,
-                     w->att,    w->out,   w->gate, w->up,      w->scores,
-                     w->router, w->sel_w, w->xg,   w->exp_out, w->shexp_gate};
+    float *bufs[] = {w->x,     w->xn,   w->q,       w->k,         w->v,       w->att,
+                     w->out,   w->gate, w->up,      w->scores,    w->rope_cs, w->router,
+                     w->sel_w, w->xg,   w->exp_out, w->shexp_gate};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(w->sel);
     free(w->rows);
@@ -145,14 +156,50 @@ static void rms_norm_rows(const float *x, const float *w, float *y, int64_t n_ro
     for (int64_t r = 0; r < n_rows; r++) rms_norm(x + r * n, w, y + r * n, n, eps);
 }
 
-static float silu(float x)
+typedef struct norm_job {
+    const float *x, *w;
+    float *y;
+    int64_t n;
+    float eps;
+} norm_job;
+
+static void norm_range(void *ctx, int64_t r0, int64_t r1, int thread)
 {
-    return x / (1.0f + expf(-x));
+    const norm_job *j = ctx;
+    rms_norm_rows(j->x + r0 * j->n, j->w, j->y + r0 * j->n, r1 - r0, j->n, j->eps);
 }
 
+/* rms_norm_rows on the pool when the batch is big enough to pay for the dispatch. */
+static void rms_norm_rows_pool(tensor_pool *pool, const float *x, const float *w, float *y,
+                               int64_t n_rows, int64_t n, float eps)
+{
+    norm_job j = {x, w, y, n, eps};
+    tensor_pool_for(n_rows * n >= 16 * 1024 ? pool : NULL, n_rows, norm_range, &j);
+}
+
+/* gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + expf(-x)). The expf calls go first,
+ * a slice at a time, so that the divisions and products of the second loop can be
+ * vectorized; every element still takes the same operations. */
 static void swiglu(float *gate, const float *up, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) gate[i] = silu(gate[i]) * up[i];
+    float e[256];
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        const int m = n - i0 < 256 ? (int)(n - i0) : 256;
+        for (int i = 0; i < m; i++) e[i] = expf(-gate[i0 + i]);
+        for (int i = 0; i < m; i++) gate[i0 + i] = gate[i0 + i] / (1.0f + e[i]) * up[i0 + i];
+    }
+}
+
+typedef struct swiglu_job {
+    float *gate;
+    const float *up;
+} swiglu_job;
+
+/* Elements [i0, i1) of a batch's gate and up (expf is most of a prompt's element-wise work). */
+static void swiglu_range(void *ctx, int64_t i0, int64_t i1, int thread)
+{
+    const swiglu_job *j = ctx;
+    swiglu(j->gate + i0, j->up + i0, i1 - i0);
 }
 
 static void add_bias_rows(float *y, const float *b, int64_t n_rows, int64_t n)
@@ -187,20 +234,25 @@ static void softmax(float *x, int64_t n)
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* Rotates the first n_rot dims of each head of one row at position pos. The angle of pair i
- * is pos * base^(-2i/n_rot), built by repeated float multiplication as ggml does. NORM
- * rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + n_rot/2]). */
-static void rope_row(float *row, int n_heads, int head_dim, int n_rot, int32_t pos, float base,
-                     model_rope mode)
+/* The cos, sin pairs of the n_rot/2 rotation angles at position pos: the angle of pair i is
+ * pos * base^(-2i/n_rot), built by repeated float multiplication as ggml does. They depend
+ * only on the position, so a pass computes them once per token for all layers. */
+static void rope_angles(int n_rot, int32_t pos, float base, float *cs)
 {
     const float theta_scale = powf(base, -2.0f / (float)n_rot);
-    float cs[1024]; /* (n_rot/2) cos, sin pairs; n_rot <= head_dim <= 1024 */
     float theta = (float)pos;
     for (int i = 0; i < n_rot / 2; i++) {
         cs[2 * i] = cosf(theta);
         cs[2 * i + 1] = sinf(theta);
         theta *= theta_scale;
     }
+}
+
+/* Rotates the first n_rot dims of each head of one row by the angles cs (rope_angles). NORM
+ * rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + n_rot/2]). */
+static void rope_row(float *row, int n_heads, int head_dim, int n_rot, const float *cs,
+                     model_rope mode)
+{
     const int half = n_rot / 2;
     for (int h = 0; h < n_heads; h++) {
         float *x = row + (int64_t)h * head_dim;
@@ -223,6 +275,7 @@ typedef struct attn_job {
     const model_kv *kv;
     const model_batch_tok *batch;
     int il;
+    int32_t n; /* tokens in the batch */
 } attn_job;
 
 static size_t kv_offset(const model *m, const model_kv *kv, int il, int32_t seq, int32_t pos)
@@ -231,40 +284,70 @@ static size_t kv_offset(const model *m, const model_kv *kv, int il, int32_t seq,
     return (((size_t)il * (size_t)kv->n_seq + (size_t)seq) * (size_t)kv->n_ctx + (size_t)pos) * nkv;
 }
 
-/* One query head of one token against positions 0..pos of its sequence. */
-static void attn_head(const attn_job *j, int64_t t, int h, float *p)
+/* Rows of one batch: tokens [t0, t1) of one sequence, query heads [h0, h1) of KV head kvh;
+ * (t1 - t0) * (h1 - h0) <= ATTN_ROWS. p: ATTN_ROWS rows of n_ctx floats. */
+static void attn_rows(const attn_job *j, int32_t t0, int32_t t1, int h0, int h1, int kvh, float *p)
 {
     const model_hparams *hp = &j->m->hp;
     const int hd = hp->head_dim;
-    const model_batch_tok *bt = &j->batch[t];
-    const int kvh = h / (hp->n_head / hp->n_head_kv); /* consecutive heads share a KV head */
-    const float *q = j->w->q + (t * hp->n_head + h) * hd;
-    const size_t stride = (size_t)hp->n_head_kv * hd;
-    const float *kc = j->kv->k + kv_offset(j->m, j->kv, j->il, bt->seq, 0) + (size_t)kvh * hd;
-    const float *vc = j->kv->v + kv_offset(j->m, j->kv, j->il, bt->seq, 0) + (size_t)kvh * hd;
-    const int32_t n = bt->pos + 1;
-    for (int32_t i = 0; i < n; i++) {
-        const float *k = kc + (size_t)i * stride;
-        float s = 0.0f;
-        for (int d = 0; d < hd; d++) s += q[d] * k[d];
-        p[i] = s * hp->attn_scale;
-    }
-    softmax(p, n);
-    float *o = j->w->att + (t * hp->n_head + h) * hd;
-    memset(o, 0, (size_t)hd * sizeof *o);
-    for (int32_t i = 0; i < n; i++) {
-        const float *v = vc + (size_t)i * stride;
-        const float pi = p[i];
-        for (int d = 0; d < hd; d++) o[d] += pi * v[d];
+    const size_t stride = (size_t)hp->n_head_kv * hd, n_ctx = (size_t)j->w->n_ctx;
+    const float *q[ATTN_ROWS];
+    float *o[ATTN_ROWS];
+    int32_t n[ATTN_ROWS], n_max = 0;
+    int rows = 0;
+    for (int32_t t = t0; t < t1; t++)
+        for (int h = h0; h < h1; h++) {
+            q[rows] = j->w->q + ((int64_t)t * hp->n_head + h) * hd;
+            o[rows] = j->w->att + ((int64_t)t * hp->n_head + h) * hd;
+            n[rows] = j->batch[t].pos + 1;
+            n_max = n[rows] > n_max ? n[rows] : n_max;
+            rows++;
+        }
+    /* Positions below n_max are all in the cache: the batch's keys were stored first. */
+    const size_t base = kv_offset(j->m, j->kv, j->il, j->batch[t0].seq, 0) + (size_t)kvh * hd;
+    tensor_attn_scores(q, rows, j->kv->k + base, stride, n_max, hd, hp->attn_scale, p, n_ctx);
+    for (int r = 0; r < rows; r++) softmax(p + (size_t)r * n_ctx, n[r]);
+    tensor_attn_values(p, n_ctx, rows, n, j->kv->v + base, stride, hd, o);
+}
+
+/* Tokens per work item: as many as fill ATTN_ROWS rows with one KV head's query heads. */
+static int32_t attn_tokens_per_item(const model_hparams *hp)
+{
+    const int group = hp->n_head / hp->n_head_kv;
+    return group >= ATTN_ROWS ? 1 : ATTN_ROWS / group;
+}
+
+/* Work item i: a block of tokens times one KV head, split into runs of one sequence and
+ * chunks of at most ATTN_ROWS rows. */
+static void attn_item(const attn_job *j, int64_t i, float *p)
+{
+    const model_hparams *hp = &j->m->hp;
+    const int group = hp->n_head / hp->n_head_kv; /* consecutive heads share a KV head */
+    const int kvh = (int)(i % hp->n_head_kv);
+    const int32_t per = attn_tokens_per_item(hp);
+    const int32_t b0 = (int32_t)(i / hp->n_head_kv) * per;
+    const int32_t b1 = b0 + per < j->n ? b0 + per : j->n;
+    for (int32_t t0 = b0; t0 < b1;) {
+        int32_t t1 = t0 + 1;
+        while (t1 < b1 && j->batch[t1].seq == j->batch[t0].seq) t1++;
+        if (group > ATTN_ROWS) {
+            for (int32_t t = t0; t < t1; t++)
+                for (int h = 0; h < group; h += ATTN_ROWS)
+                    attn_rows(j, t, t + 1, kvh * group + h,
+                              kvh * group + (h + ATTN_ROWS < group ? h + ATTN_ROWS : group), kvh,
+                              p);
+        } else {
+            attn_rows(j, t0, t1, kvh * group, (kvh + 1) * group, kvh, p);
+        }
+        t0 = t1;
     }
 }
 
 static void attn_range(void *ctx, int64_t i0, int64_t i1, int thread)
 {
     const attn_job *j = ctx;
-    const int n_head = j->m->hp.n_head;
-    float *p = j->w->scores + (size_t)thread * (size_t)j->w->n_ctx;
-    for (int64_t i = i0; i < i1; i++) attn_head(j, i / n_head, (int)(i % n_head), p);
+    float *p = j->w->scores + (size_t)thread * ATTN_ROWS * (size_t)j->w->n_ctx;
+    for (int64_t i = i0; i < i1; i++) attn_item(j, i, p);
 }
 
 /* Per-head (qwen3) or whole-row (olmoe) RMSNorm of q and k, before RoPE. */
@@ -294,27 +377,28 @@ static void attention_block(const model *m, int il, model_work *w, model_kv *kv,
     const model_layer *l = &m->layers[il];
     const int64_t nq = (int64_t)hp->n_head * hp->head_dim;
     const int64_t nkv = (int64_t)hp->n_head_kv * hp->head_dim;
-    rms_norm_rows(w->x, l->attn_norm, w->xn, n, hp->n_embd, hp->norm_eps);
-    tensor_matmul(pool, &l->wq, w->xn, n, w->q);
-    tensor_matmul(pool, &l->wk, w->xn, n, w->k);
-    tensor_matmul(pool, &l->wv, w->xn, n, w->v);
+    rms_norm_rows_pool(pool, w->x, l->attn_norm, w->xn, n, hp->n_embd, hp->norm_eps);
+    /* One job for the three projections of the same input (one conversion of it). */
+    const tensor_view *wqkv[3] = {&l->wq, &l->wk, &l->wv};
+    float *const yqkv[3] = {w->q, w->k, w->v};
+    tensor_matmul_multi(pool, wqkv, 3, w->xn, n, yqkv);
     add_bias_rows(w->q, l->bq, n, nq);
     add_bias_rows(w->k, l->bk, n, nkv);
     add_bias_rows(w->v, l->bv, n, nkv);
     qk_norm(m, l, w, n);
     for (int32_t t = 0; t < n; t++) {
         if (hp->rope_on && hp->n_rot > 0) {
-            rope_row(w->q + t * nq, hp->n_head, hp->head_dim, hp->n_rot, batch[t].pos,
-                     hp->rope_base, m->arch->rope);
-            rope_row(w->k + t * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, batch[t].pos,
-                     hp->rope_base, m->arch->rope);
+            const float *cs = w->rope_cs + (int64_t)t * hp->n_rot;
+            rope_row(w->q + t * nq, hp->n_head, hp->head_dim, hp->n_rot, cs, m->arch->rope);
+            rope_row(w->k + t * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, m->arch->rope);
         }
         const size_t o = kv_offset(m, kv, il, batch[t].seq, batch[t].pos);
         memcpy(kv->k + o, w->k + t * nkv, (size_t)nkv * sizeof(float));
         memcpy(kv->v + o, w->v + t * nkv, (size_t)nkv * sizeof(float));
     }
-    attn_job job = {m, w, kv, batch, il};
-    tensor_pool_for(pool, (int64_t)n * hp->n_head, attn_range, &job);
+    attn_job job = {m, w, kv, batch, il, n};
+    const int32_t per = attn_tokens_per_item(hp);
+    tensor_pool_for(pool, (int64_t)((n + per - 1) / per) * hp->n_head_kv, attn_range, &job);
     tensor_matmul(pool, &l->wo, w->att, n, w->out);
     add_bias_rows(w->out, l->bo, n, hp->n_embd);
     scale_rows(w->out, (int64_t)n * hp->n_embd, hp->residual_scale);
@@ -329,9 +413,14 @@ static void swiglu_ffn(tensor_pool *pool, model_work *w, const tensor_view *gate
                        float *y)
 {
     const int64_t ff = gate->ne[1];
-    tensor_matmul(pool, gate, x, n, w->gate);
-    tensor_matmul(pool, up, x, n, w->up);
-    swiglu(w->gate, w->up, n * ff);
+    const tensor_view *wgu[2] = {gate, up};
+    float *const ygu[2] = {w->gate, w->up};
+    tensor_matmul_multi(pool, wgu, 2, x, n, ygu);
+    swiglu_job sj = {w->gate, w->up};
+    if (n * ff >= 2048)
+        tensor_pool_for(pool, n * ff, swiglu_range, &sj);
+    else
+        swiglu(w->gate, w->up, n * ff);
     tensor_matmul(pool, down, w->gate, n, y);
 }
 
@@ -453,7 +542,7 @@ static void ffn_block(const model *m, int il, model_work *w, tensor_pool *pool, 
 {
     const model_hparams *hp = &m->hp;
     const model_layer *l = &m->layers[il];
-    rms_norm_rows(w->x, l->ffn_norm, w->xn, n, hp->n_embd, hp->norm_eps);
+    rms_norm_rows_pool(pool, w->x, l->ffn_norm, w->xn, n, hp->n_embd, hp->norm_eps);
     if (l->gate_inp.data)
         moe_block(m, il, w, pool, n);
     else
@@ -517,6 +606,10 @@ static mica_status forward_layers(const model *m, model_work *w, model_kv *kv, t
     mica_status st = check_batch(m, w, kv, batch, n, err);
     if (st) return st;
     embed(m, w, batch, n);
+    if (m->hp.rope_on && m->hp.n_rot > 0)
+        for (int32_t t = 0; t < n; t++)
+            rope_angles(m->hp.n_rot, batch[t].pos, m->hp.rope_base,
+                        w->rope_cs + (int64_t)t * m->hp.n_rot);
     for (int il = 0; il < m->hp.n_layer; il++) {
         attention_block(m, il, w, kv, pool, batch, n);
         ffn_block(m, il, w, pool, n);

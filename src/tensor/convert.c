@@ -103,6 +103,9 @@ bool tensor_type_supported(uint32_t type)
     case GGUF_T_BF16:
     case GGUF_T_Q8_0:
     case GGUF_T_Q4_0:
+    case GGUF_T_Q4_K:
+    case GGUF_T_Q6_K:
+    case GGUF_T_FP8_E4M3:
         return true;
     default:
         return false;
@@ -158,6 +161,7 @@ void tensor_to_f32(uint32_t type, const void *src, float *dst, int64_t n)
         convert_q4_0_to_f32(src, dst, n);
         break;
     default:
+        if (tensor_k_to_f32(type, src, dst, n) || tensor_fp8_row_to_f32(type, src, dst, n)) break;
         assert(!"tensor_to_f32: unsupported type");
     }
 }
@@ -179,6 +183,18 @@ void tensor_from_f32(uint32_t type, const float *src, void *dst, int64_t n)
         break;
     case GGUF_T_Q4_0:
         tensor_quantize_row_q4_0_ref(src, dst, n);
+        break;
+    case GGUF_T_Q4_K:
+        tensor_quantize_row_q4_K_ref(src, dst, n);
+        break;
+    case GGUF_T_Q6_K:
+        tensor_quantize_row_q6_K_ref(src, dst, n);
+        break;
+    case GGUF_T_Q8_K:
+        tensor_quantize_row_q8_K_ref(src, dst, n);
+        break;
+    case GGUF_T_FP8_E4M3:
+        tensor_quantize_row_fp8_ref(src, dst, n);
         break;
     default:
         assert(!"tensor_from_f32: unsupported type");

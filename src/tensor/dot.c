@@ -1,9 +1,11 @@
 /*
  * dot.c - dot products of a weight row with an activation row: the scalar reference for
  * every weight type, the conversion of activations to each weight type's "vec_dot type",
- * and the run-time choice of kernels (scalar or AVX2) with the tensor_force_scalar switch.
+ * and the run-time choice of kernels (scalar, AVX2, AVX-512) with the tensor_force_scalar
+ * switch.
  *
- * Does not own: the SIMD kernels themselves (dot_avx2.c) or the matrix product (matmul.c).
+ * Does not own: the SIMD kernels themselves (dot_avx2.c, dot_avx512.c) or the matrix product
+ * (matmul.c).
  * Called by: matmul.c, model/ (attention dot products), tests.
  *
  * Accumulation follows ggml-cpu: float sums of float products; for Q8_0/Q4_0 weights an
@@ -84,11 +86,15 @@ static const tensor_kernels dot_scalar = {
             [GGUF_T_BF16] = tensor_dot_bf16_ref,
             [GGUF_T_Q8_0] = tensor_dot_q8_0_ref,
             [GGUF_T_Q4_0] = tensor_dot_q4_0_ref,
+            [GGUF_T_Q4_K] = tensor_dot_q4_K_ref,
+            [GGUF_T_Q6_K] = tensor_dot_q6_K_ref,
+            [GGUF_T_FP8_E4M3] = tensor_dot_fp8_ref,
         },
     .act =
         {
             [GGUF_T_F16] = tensor_act_f16_ref,
             [GGUF_T_Q8_0] = tensor_act_q8_0_ref,
+            [GGUF_T_Q8_K] = tensor_act_q8_K_ref,
         },
 };
 
@@ -102,11 +108,50 @@ static const tensor_kernels dot_avx2 = {
             [GGUF_T_BF16] = tensor_dot_bf16_avx2,
             [GGUF_T_Q8_0] = tensor_dot_q8_0_avx2,
             [GGUF_T_Q4_0] = tensor_dot_q4_0_avx2,
+            [GGUF_T_Q4_K] = tensor_dot_q4_K_avx2,
+            [GGUF_T_Q6_K] = tensor_dot_q6_K_avx2,
+            [GGUF_T_FP8_E4M3] = tensor_dot_fp8_avx2,
         },
     .act =
         {
             [GGUF_T_F16] = tensor_act_f16_avx2,
             [GGUF_T_Q8_0] = tensor_act_q8_0_avx2,
+            [GGUF_T_Q8_K] = tensor_act_q8_K_avx2,
+        },
+};
+
+/* AVX-512 (F/BW/VL): laid over the AVX2 table, so AVX2 kernels stay in use for the types it
+ * has none for. The quantized entries need VNNI and are a separate layer. */
+static const tensor_kernels dot_avx512 = {
+    .name = "avx512",
+    .dot =
+        {
+            [GGUF_T_F32] = tensor_dot_f32_avx512,
+            [GGUF_T_F16] = tensor_dot_f16_avx512,
+        },
+    .act =
+        {
+            [GGUF_T_F16] = tensor_act_f16_avx512,
+            [GGUF_T_Q8_0] = tensor_act_q8_0_avx512,
+        },
+    .gemm =
+        {
+            [GGUF_T_F32] = &tensor_gemm_f32_avx512,
+            [GGUF_T_F16] = &tensor_gemm_f16_avx512,
+        },
+};
+
+static const tensor_kernels dot_avx512_vnni = {
+    .name = "avx512-vnni",
+    .dot =
+        {
+            [GGUF_T_Q8_0] = tensor_dot_q8_0_avx512,
+            [GGUF_T_Q4_0] = tensor_dot_q4_0_avx512,
+        },
+    .gemm =
+        {
+            [GGUF_T_Q8_0] = &tensor_gemm_q8_0_avx512,
+            [GGUF_T_Q4_0] = &tensor_gemm_q4_0_avx512,
         },
 };
 #endif
@@ -115,14 +160,21 @@ static tensor_kernels dot_best; /* the chosen family over the scalar references 
 static pthread_once_t dot_best_once = PTHREAD_ONCE_INIT;
 static atomic_bool dot_forced_scalar;
 
-static void dot_use(const tensor_kernels *family)
+/* Lays a family's entries over the table in use (the others stay). */
+static void dot_overlay(const tensor_kernels *family)
 {
-    dot_best = dot_scalar;
     dot_best.name = family->name;
     for (int t = 0; t < TENSOR_MAX_TYPE; t++) {
         if (family->dot[t]) dot_best.dot[t] = family->dot[t];
         if (family->act[t]) dot_best.act[t] = family->act[t];
+        if (family->gemm[t]) dot_best.gemm[t] = family->gemm[t];
     }
+}
+
+static void dot_use(const tensor_kernels *family)
+{
+    dot_best = dot_scalar;
+    dot_overlay(family);
 }
 
 static void dot_pick_best(void)
@@ -130,6 +182,8 @@ static void dot_pick_best(void)
     dot_use(&dot_scalar);
 #if defined(__x86_64__)
     if (tensor_avx2_usable()) dot_use(&dot_avx2);
+    if (tensor_avx2_usable() && tensor_avx512_usable()) dot_overlay(&dot_avx512);
+    if (tensor_avx2_usable() && tensor_avx512_vnni_usable()) dot_overlay(&dot_avx512_vnni);
 #endif
 }
 
@@ -179,7 +233,11 @@ uint32_t tensor_vec_dot_type(uint32_t type)
     switch (type) {
     case GGUF_T_Q8_0:
     case GGUF_T_Q4_0:
+    case GGUF_T_FP8_E4M3:
         return GGUF_T_Q8_0;
+    case GGUF_T_Q4_K:
+    case GGUF_T_Q6_K:
+        return GGUF_T_Q8_K;
     default:
         return type; /* F32, F16, BF16 take activations of their own type */
     }

@@ -1,16 +1,23 @@
 /*
  * pool.c - a persistent thread pool for data-parallel loops: n_threads - 1 workers are
- * created once and sleep between jobs; tensor_pool_for hands each worker one contiguous
- * chunk of [0, n), runs chunk 0 on the caller and returns when every chunk is done. Also
- * keeps one scratch buffer for matmul.c's converted activations.
+ * created once and sleep between jobs; tensor_pool_for splits [0, n) into contiguous chunks
+ * (a few per thread) that the caller and the workers claim one at a time, and returns when
+ * every chunk is done. Also keeps one scratch buffer for matmul.c's converted activations.
  *
  * Does not own: what the chunks compute. Called by: matmul.c, model/ (attention heads),
- * engine/ (creates one pool per context).
+ * quant/, engine/ (creates one pool per context).
  *
- * Wake-up: a job is published by bumping `gen` under the mutex. Waiters spin on it briefly
- * (decode issues many small jobs back to back, and a futex wake costs more than a job)
- * and then sleep on a condition variable, re-checking `gen` under the mutex so that no
- * wake-up is lost. Completion works the same way on `pending`.
+ * Claiming: one 64-bit word holds the job's generation, its chunk count and the next
+ * unclaimed chunk; a thread claims a chunk with a compare-and-swap on it, so a chunk is
+ * never run twice, a thread that wakes late finds nothing left, and the caller does all
+ * the work itself when the workers are descheduled (a busy machine) instead of waiting for
+ * them. A successful claim means the job is still running (the caller waits for every
+ * chunk), so the job's description read after it is the right one.
+ *
+ * Wake-up: a job is published under the mutex. Waiters spin on the word briefly (decode
+ * issues many small jobs back to back, and a futex wake costs more than a job) and then
+ * sleep on a condition variable, re-checking under the mutex so that no wake-up is lost.
+ * Completion works the same way on `done`.
  */
 #include "tensor/tensor_int.h"
 
@@ -18,9 +25,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#define POOL_MAX_THREADS 512
-#define POOL_SPIN_ITERS  20000             /* about tens of microseconds of pause */
-#define POOL_SCRATCH_MAX ((size_t)1 << 32) /* cap on the matmul scratch buffer: 4 GiB */
+#define POOL_MAX_THREADS       512
+#define POOL_SPIN_ITERS        20000             /* about tens of microseconds of pause */
+#define POOL_SCRATCH_MAX       ((size_t)1 << 32) /* cap on the matmul scratch buffer: 4 GiB */
+#define POOL_CHUNKS_PER_THREAD 2                 /* finer chunks even out uneven threads */
+
+/* The claim word: generation (24 bits) | chunk count (20 bits) | next chunk (20 bits). */
+#define POOL_CHUNK_BITS 20
+#define POOL_CHUNK_MASK ((1u << POOL_CHUNK_BITS) - 1u)
+#define POOL_GEN_MASK   ((1u << 24) - 1u)
 
 typedef struct pool_worker {
     struct tensor_pool *pool;
@@ -34,10 +47,11 @@ struct tensor_pool {
     pool_worker *workers;
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
-    atomic_uint_fast64_t gen; /* bumped once per job; workers run when it changes */
-    atomic_int pending;       /* workers that have not finished the current job */
+    _Alignas(64) atomic_uint_least64_t claim; /* see the top of the file */
+    _Alignas(64) atomic_uint done;            /* chunks finished of the current job */
     atomic_bool quit;
-    /* The current job; written before gen is bumped, read after it is seen. */
+    uint32_t gen; /* the last generation published (caller only) */
+    /* The current job; written before the claim word is published, read after a claim. */
     tensor_range_fn fn;
     void *ctx;
     int64_t n;
@@ -46,6 +60,21 @@ struct tensor_pool {
     size_t scratch_size;
     tensor_matmul_stats stats; /* touched by the calling thread only */
 };
+
+static inline uint32_t claim_gen(uint64_t w)
+{
+    return (uint32_t)(w >> (2 * POOL_CHUNK_BITS));
+}
+
+static inline uint32_t claim_count(uint64_t w)
+{
+    return (uint32_t)(w >> POOL_CHUNK_BITS) & POOL_CHUNK_MASK;
+}
+
+static inline uint32_t claim_next(uint64_t w)
+{
+    return (uint32_t)w & POOL_CHUNK_MASK;
+}
 
 static inline void pool_cpu_relax(void)
 {
@@ -56,60 +85,64 @@ static inline void pool_cpu_relax(void)
 #endif
 }
 
-static void pool_run_chunk(tensor_pool *p, int t)
+/* Claims and runs chunks of job `gen` as thread t until none is left or the job changed. */
+static void pool_run_chunks(tensor_pool *p, uint32_t gen, int t)
 {
-    const int64_t i0 = p->n * t / p->n_threads;
-    const int64_t i1 = p->n * (t + 1) / p->n_threads;
-    if (i1 > i0) p->fn(p->ctx, i0, i1, t);
+    for (;;) {
+        uint64_t w = atomic_load_explicit(&p->claim, memory_order_acquire);
+        if (claim_gen(w) != gen || claim_next(w) >= claim_count(w)) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &w, w + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        const int64_t c = claim_next(w), nc = claim_count(w);
+        const int64_t i0 = p->n * c / nc, i1 = p->n * (c + 1) / nc;
+        if (i1 > i0) p->fn(p->ctx, i0, i1, t);
+        const unsigned finished = atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1;
+        if (finished == nc && t != 0) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->cv_done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
 }
 
-/* Waits until gen differs from seen (or quit); returns the new gen. */
-static uint64_t pool_wait_job(tensor_pool *p, uint64_t seen)
+/* Waits until the claim word's generation differs from seen (or quit); returns it. */
+static uint32_t pool_wait_job(tensor_pool *p, uint32_t seen)
 {
     for (int i = 0; i < POOL_SPIN_ITERS; i++) {
-        uint64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        const uint32_t g = claim_gen(atomic_load_explicit(&p->claim, memory_order_acquire));
         if (g != seen || atomic_load(&p->quit)) return g;
         pool_cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
+    while (claim_gen(atomic_load(&p->claim)) == seen && !atomic_load(&p->quit))
         pthread_cond_wait(&p->cv_work, &p->mu);
-    uint64_t g = atomic_load(&p->gen);
+    const uint32_t g = claim_gen(atomic_load(&p->claim));
     pthread_mutex_unlock(&p->mu);
     return g;
-}
-
-static void pool_finish_one(tensor_pool *p)
-{
-    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_signal(&p->cv_done);
-        pthread_mutex_unlock(&p->mu);
-    }
 }
 
 static void *pool_worker_main(void *arg)
 {
     pool_worker *w = arg;
     tensor_pool *p = w->pool;
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
         seen = pool_wait_job(p, seen);
         if (atomic_load(&p->quit)) break;
-        pool_run_chunk(p, w->index);
-        pool_finish_one(p);
+        pool_run_chunks(p, seen, w->index);
     }
     return NULL;
 }
 
-static void pool_wait_done(tensor_pool *p)
+static void pool_wait_done(tensor_pool *p, unsigned n_chunks)
 {
     for (int i = 0; i < POOL_SPIN_ITERS; i++) {
-        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) return;
+        if (atomic_load_explicit(&p->done, memory_order_acquire) == n_chunks) return;
         pool_cpu_relax();
     }
     pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->pending) != 0) pthread_cond_wait(&p->cv_done, &p->mu);
+    while (atomic_load(&p->done) != n_chunks) pthread_cond_wait(&p->cv_done, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -135,8 +168,8 @@ mica_status tensor_pool_new(tensor_pool **out, int n_threads, mica_err *err)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv_work, NULL);
     pthread_cond_init(&p->cv_done, NULL);
-    atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->claim, 0);
+    atomic_init(&p->done, 0);
     atomic_init(&p->quit, false);
     if (n_threads > 1) {
         p->threads = core_calloc((size_t)n_threads - 1, sizeof *p->threads);
@@ -184,16 +217,22 @@ void tensor_pool_for(tensor_pool *p, int64_t n, tensor_range_fn fn, void *ctx)
         fn(ctx, 0, n, 0);
         return;
     }
+    int64_t nc = (int64_t)p->n_threads * POOL_CHUNKS_PER_THREAD;
+    if (nc > n) nc = n;
+    if (nc > (int64_t)POOL_CHUNK_MASK) nc = POOL_CHUNK_MASK;
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
-    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
+    p->gen = (p->gen + 1) & POOL_GEN_MASK;
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    const uint64_t w =
+        ((uint64_t)p->gen << (2 * POOL_CHUNK_BITS)) | ((uint64_t)nc << POOL_CHUNK_BITS);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    atomic_store_explicit(&p->claim, w, memory_order_release);
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
-    pool_run_chunk(p, 0);
-    pool_wait_done(p);
+    pool_run_chunks(p, p->gen, 0);
+    pool_wait_done(p, (unsigned)nc);
 }
 
 void *tensor_pool_scratch(tensor_pool *p, size_t bytes)

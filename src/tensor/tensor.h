@@ -1,12 +1,14 @@
 /*
- * tensor.h - tensor types and the kernels over them: F32, F16, BF16, Q8_0, Q4_0 with the
- * exact GGML block layouts; conversion and (de)quantization of rows; dot products and the
+ * tensor.h - tensor types and the kernels over them: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K
+ * (and Q8_K activations) with the exact GGML block layouts, and mica's FP8_E4M3 extension
+ * type (docs/fp8.md); conversion and (de)quantization of rows; dot products and the
  * matrix multiplication that the model's forward pass uses; a persistent thread pool.
  *
  * Numerics follow ggml-cpu so that logits match llama.cpp's: before a matmul the activation
  * row is converted to the weight type's "vec_dot type" (F16 weights: activation rounded to
- * F16; Q8_0/Q4_0 weights: activation quantized to Q8_0 blocks with round-to-nearest-even),
- * then the dot product runs on the converted values (integers within a Q8_0 block).
+ * F16; Q8_0/Q4_0/FP8 weights: activation quantized to Q8_0 blocks with round-to-nearest-even;
+ * Q4_K/Q6_K weights: to Q8_K super-blocks), then the dot product runs on the converted values
+ * (integers within a block).
  *
  * Every kernel has a scalar reference (tensor_*_ref); SIMD variants are chosen at run time
  * from the CPU's features and are tested against the reference.
@@ -46,9 +48,61 @@ typedef struct block_q4_0 {
 } block_q4_0;
 static_assert(sizeof(block_q4_0) == 2 + QK4_0 / 2, "q4_0 layout");
 
+/* K-quants: super-blocks of QK_K elements (quant_k.c; ggml-common.h's layouts). */
+#define QK_K         256
+#define K_SCALE_SIZE 12
+
+/* 8 sub-blocks of 32: x = d*sc[j]*q - dmin*m[j], q a nibble, sc/m 6-bit (get: quant_k.c).
+ * scales[0..3]: sc[0..3] low 6 bits, top 2 bits hold sc[4..7]'s high bits; scales[4..7]:
+ * m[0..3] likewise with m[4..7]'s high bits; scales[8..11]: sc[4..7] | m[4..7] << 4 (low 4
+ * bits). qs[32*g + l] holds element 64g+l (low nibble) and 64g+32+l (high nibble). */
+typedef struct block_q4_K {
+    uint16_t d;    /* fp16 super-block scale of the scales */
+    uint16_t dmin; /* fp16 super-block scale of the mins */
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+static_assert(sizeof(block_q4_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2, "q4_K layout");
+
+/* 16 sub-blocks of 16: x = d * scales[j] * (q - 32), q 6 bits: the low 4 in ql, the high
+ * 2 in qh (for each half of 128: ql[l], ql[l+32] low/high nibbles and qh[l]'s four bit
+ * pairs give elements l, l+32, l+64, l+96). */
+typedef struct block_q6_K {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    uint16_t d; /* fp16 */
+} block_q6_K;
+static_assert(sizeof(block_q6_K) == QK_K / 2 + QK_K / 4 + QK_K / 16 + 2, "q6_K layout");
+
+/* The activation type of K-quant dot products: x = d * qs, bsums[j] = sum of qs[16j..16j+15]. */
+typedef struct block_q8_K {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} block_q8_K;
+static_assert(sizeof(block_q8_K) == 4 + QK_K + QK_K / 16 * 2, "q8_K layout");
+
+/* FP8-E4M3 blocks (a mica extension type, docs/fp8.md; fp8.c): x = d * e4m3(qs[j]). The
+ * same 34 bytes per 32 as Q8_0. */
+#define QK_FP8 32
+
+typedef struct block_fp8_e4m3 {
+    uint16_t d;         /* fp16 scale: amax / 448 */
+    uint8_t qs[QK_FP8]; /* E4M3: sign, 4 exponent bits (bias 7), 3 mantissa bits */
+} block_fp8_e4m3;
+static_assert(sizeof(block_fp8_e4m3) == 2 + QK_FP8, "fp8_e4m3 layout");
+
+/* One E4M3 number: bias 7, subnormals, max finite 448, no infinities, NaN = 0x7F/0xFF. */
+float tensor_fp8_to_f32(uint8_t b);
+/* Round to nearest even; |f| >= 448 and infinities saturate to +-448; NaN gives 0x7F/0xFF
+ * (keeping the sign). */
+uint8_t tensor_f32_to_fp8(float f);
+
 /* ---- row conversion ------------------------------------------------------------------ */
 
-/* True for the types this module computes with (F32, F16, BF16, Q8_0, Q4_0). */
+/* True for the types this module computes with (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K,
+ * FP8_E4M3). Q8_K is only an activation type: rows convert, but no weight dot exists. */
 bool tensor_type_supported(uint32_t type);
 /* Bytes of a row of n elements (n a multiple of the block size). */
 size_t tensor_row_size(uint32_t type, int64_t n);
@@ -60,7 +114,16 @@ void tensor_to_f32(uint32_t type, const void *src, float *dst, int64_t n);
  * roundf (half away from zero); Q4_0 with d = max/-8 and truncation of x/d + 8.5. */
 void tensor_quantize_row_q8_0_ref(const float *x, block_q8_0 *y, int64_t n);
 void tensor_quantize_row_q4_0_ref(const float *x, block_q4_0 *y, int64_t n);
-/* Converts a row of floats to `type` (F32, F16, BF16, Q8_0, Q4_0) with the functions above. */
+/* Q4_K / Q6_K as llama-quantize writes them without an importance matrix (ggml's
+ * quantize_row_q4_K_ref / quantize_row_q6_K_ref, byte-identical), Q8_K as ggml's
+ * quantize_row_q8_K_ref (the activations of K-quant dot products), FP8_E4M3 with d = amax/448
+ * rounded to fp16 and each x/d encoded by tensor_f32_to_fp8. n % 256 == 0 (FP8: n % 32 == 0). */
+void tensor_quantize_row_q4_K_ref(const float *x, block_q4_K *y, int64_t n);
+void tensor_quantize_row_q6_K_ref(const float *x, block_q6_K *y, int64_t n);
+void tensor_quantize_row_q8_K_ref(const float *x, block_q8_K *y, int64_t n);
+void tensor_quantize_row_fp8_ref(const float *x, block_fp8_e4m3 *y, int64_t n);
+/* Converts a row of floats to `type` (every supported type, and Q8_K) with the functions
+ * above. */
 void tensor_from_f32(uint32_t type, const float *src, void *dst, int64_t n);
 
 /* Activation quantization before a dot product, as ggml-cpu's SIMD quantize_row_q8_0:
@@ -71,7 +134,7 @@ void tensor_quantize_act_q8_0_ref(const float *x, block_q8_0 *y, int64_t n);
 /* ---- dot products ------------------------------------------------------------------- */
 
 /* The type an activation row is converted to before a dot with a weight row of `type`:
- * F32 -> F32, F16 -> F16, BF16 -> BF16, Q8_0/Q4_0 -> Q8_0. */
+ * F32 -> F32, F16 -> F16, BF16 -> BF16, Q8_0/Q4_0/FP8_E4M3 -> Q8_0, Q4_K/Q6_K -> Q8_K. */
 uint32_t tensor_vec_dot_type(uint32_t type);
 /* Converts an activation row to tensor_vec_dot_type(wtype); dst holds
  * tensor_row_size(vec_dot_type, n) bytes. */
@@ -87,6 +150,19 @@ const char *tensor_simd_name(void);
 /* Forces the scalar reference everywhere (tests, debugging); returns the previous setting. */
 bool tensor_force_scalar(bool on);
 
+/* ---- attention products --------------------------------------------------------------- */
+
+/* For n_q query rows q[a] that share one key head: s[a * s_stride + i] = (q_a . k_i) * scale
+ * for i < n_k, k_i = k + i * kv_stride, each dot product the plain sequential float sum over
+ * d < hd (products and sums rounded apart, as the forward pass always did), so every kernel
+ * gives the same bits. */
+void tensor_attn_scores(const float *const *q, int n_q, const float *k, size_t kv_stride,
+                        int32_t n_k, int hd, float scale, float *s, size_t s_stride);
+/* o[a][d] = sum over i < n[a] of p[a * p_stride + i] * v_i[d], v_i = v + i * kv_stride, summed
+ * in order of i (plain float sums, as tensor_attn_scores). */
+void tensor_attn_values(const float *p, size_t p_stride, int n_q, const int32_t *n, const float *v,
+                        size_t kv_stride, int hd, float *const *o);
+
 /* ---- thread pool --------------------------------------------------------------------- */
 
 typedef struct tensor_pool tensor_pool;
@@ -96,8 +172,11 @@ mica_status tensor_pool_new(tensor_pool **out, int n_threads, mica_err *err);
 void tensor_pool_free(tensor_pool *p);
 int tensor_pool_size(const tensor_pool *p);
 
-/* Runs fn(ctx, i0, i1, thread) over [0, n) split into contiguous chunks, one per thread,
- * and returns when all are done. p may be NULL (runs on the caller). Not reentrant. */
+/* Runs fn(ctx, i0, i1, thread) over [0, n) split into contiguous chunks (a few per thread,
+ * each run exactly once, by whichever thread claims it first) and returns when all are
+ * done. `thread` is the index of the thread running the chunk (0 = the caller), so
+ * per-thread scratch indexed by it is never used by two chunks at once. p may be NULL
+ * (runs on the caller). Not reentrant. */
 typedef void (*tensor_range_fn)(void *ctx, int64_t i0, int64_t i1, int thread);
 void tensor_pool_for(tensor_pool *p, int64_t n, tensor_range_fn fn, void *ctx);
 
@@ -140,5 +219,11 @@ void tensor_get_row(const tensor_view *v, int64_t row, float *dst);
  * floats, y rows have W.ne[1] floats. Activations are converted as ggml does (see top).
  * Each weight row is read once for the whole batch. Uses the pool when given. */
 void tensor_matmul(tensor_pool *p, const tensor_view *w, const float *x, int64_t n_rows, float *y);
+
+/* y[i] = W[i] x for n_w weights sharing the input x (q/k/v, gate/up): with the same type and
+ * row length x is converted once and all their rows are one job on the pool (otherwise they
+ * run one by one). Results are those of tensor_matmul; counted as n_w matmuls. */
+void tensor_matmul_multi(tensor_pool *p, const tensor_view *const *w, int n_w, const float *x,
+                         int64_t n_rows, float *const *y);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * tensor_int.h - internals shared by the tensor/ sources (not for other modules): the
- * kernel table that run-time dispatch fills, the AVX2 kernels, and the chunked matmul used
+ * kernel table that run-time dispatch fills, the AVX2 and AVX-512 kernels, the batched
+ * (gemm) kernel interface, and the chunked matmul used
  * when scratch memory cannot be had.
  */
 #ifndef MICA_TENSOR_INT_H
@@ -16,6 +17,25 @@ typedef void (*tensor_act_fn)(const float *x, void *y, int64_t n);
 /* Type ids index the kernel arrays; every id a kernel exists for is below this. */
 #define TENSOR_MAX_TYPE 64
 
+/* A batched ("gemm") kernel for one weight type: many weight rows times many activation
+ * rows, each result bit-identical to what the same family's dot kernel gives for that pair.
+ * It reads activations in its own layout, which pack_act makes from floats (the values
+ * tensor_convert_act gives, plus whatever the kernel precomputes). tensor_matmul uses it
+ * when the family in use has one for the weight type and ne[0] <= max_k. */
+typedef struct tensor_gemm {
+    int64_t tile;      /* run's o0 is a multiple of this */
+    int64_t max_k;     /* longest rows it takes */
+    int64_t act_group; /* pack_act's r0 and r1 are multiples of this, or r1 = n_rows */
+    /* Bytes of n_rows packed activation rows of k elements (64-byte aligned buffer). */
+    size_t (*act_bytes)(int64_t k, int64_t n_rows);
+    /* Packs rows [r0, r1) of x (n_rows rows of k floats) into dst. */
+    void (*pack_act)(const float *x, int64_t n_rows, int64_t k, void *dst, int64_t r0, int64_t r1);
+    /* y[r * w->ne[1] + o] for o0 <= o < o1 and r < n_act: the dot product of weight row o
+     * (of the 2-D view w) with activation row r. */
+    void (*run)(const tensor_view *w, int64_t o0, int64_t o1, const void *act, int64_t n_act,
+                float *y);
+} tensor_gemm;
+
 /* The kernels one CPU family provides, indexed by GGUF type id: dot[w] for weights of type
  * w, act[a] to convert activations to type a. A family lists only what it accelerates;
  * tensor_kernels_get() fills every other entry from the scalar references, so adding a
@@ -24,6 +44,7 @@ typedef struct tensor_kernels {
     const char *name;
     tensor_dot_fn dot[TENSOR_MAX_TYPE];
     tensor_act_fn act[TENSOR_MAX_TYPE];
+    const tensor_gemm *gemm[TENSOR_MAX_TYPE]; /* batched kernels by weight type; may be NULL */
 } tensor_kernels;
 
 /* The table in use: the scalar references when tensor_force_scalar(true) or when the CPU
@@ -42,7 +63,27 @@ float tensor_dot_q8_0_ref(const void *w, const void *act, int64_t n);
 float tensor_dot_q4_0_ref(const void *w, const void *act, int64_t n);
 void tensor_f32_to_f16_row_ref(const float *x, uint16_t *y, int64_t n);
 void tensor_act_f16_ref(const float *x, void *y, int64_t n); /* tensor_act_fn wrappers */
+void tensor_attn_scores_ref(const float *const *q, int n_q, const float *k, size_t kv_stride,
+                            int32_t n_k, int hd, float scale, float *s, size_t s_stride);
+void tensor_attn_values_ref(const float *p, size_t p_stride, int n_q, const int32_t *n,
+                            const float *v, size_t kv_stride, int hd, float *const *o);
 void tensor_act_q8_0_ref(const float *x, void *y, int64_t n);
+/* K-quant and FP8 references (dot_k.c, quant_k.c, fp8.c): Q4_K/Q6_K weights with Q8_K
+ * activations in ggml's order (bit-identical to ggml's *_generic), FP8 weights with Q8_0
+ * activations (integer sums per block, blocks summed in 8 lanes by index mod 8). */
+float tensor_dot_q4_K_ref(const void *w, const void *act, int64_t n);
+float tensor_dot_q6_K_ref(const void *w, const void *act, int64_t n);
+float tensor_dot_fp8_ref(const void *w, const void *act, int64_t n);
+void tensor_act_q8_K_ref(const float *x, void *y, int64_t n);
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block's packed scales. */
+void tensor_q4_K_scale_min(const uint8_t *scales, int j, uint8_t *sc, uint8_t *m);
+/* An E4M3 byte's magnitude in units of 2^-9 (the smallest subnormal), signed: every finite
+ * E4M3 value is an integer there (|v| <= 448 * 512). The NaN codes read as +-480 * 512, the
+ * value the bit pattern would have; mica never writes them. */
+int32_t tensor_fp8_units(uint8_t b);
+/* tensor_to_f32 for Q4_K, Q6_K, Q8_K (quant_k.c) and FP8_E4M3 (fp8.c); false for other types. */
+bool tensor_k_to_f32(uint32_t type, const void *src, float *dst, int64_t n);
+bool tensor_fp8_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n);
 
 #if defined(__x86_64__)
 /* AVX2 + FMA + F16C kernels (dot_avx2.c); callable only when the CPU has all three. */
@@ -57,6 +98,36 @@ void tensor_quantize_act_q8_0_avx2(const float *x, block_q8_0 *y, int64_t n);
 void tensor_f32_to_f16_row_avx2(const float *x, uint16_t *y, int64_t n);
 void tensor_act_f16_avx2(const float *x, void *y, int64_t n);
 void tensor_act_q8_0_avx2(const float *x, void *y, int64_t n);
+/* K-quant and FP8 AVX2 kernels (dot_k_avx2.c), each bit-identical to its reference. Like
+ * the Q8_0 kernels they take activations as the quantizers make them (|q| <= 127). */
+float tensor_dot_q4_K_avx2(const void *w, const void *act, int64_t n);
+float tensor_dot_q6_K_avx2(const void *w, const void *act, int64_t n);
+float tensor_dot_fp8_avx2(const void *w, const void *act, int64_t n);
+void tensor_quantize_row_q8_K_avx2(const float *x, block_q8_K *y, int64_t n);
+void tensor_act_q8_K_avx2(const float *x, void *y, int64_t n);
+
+/* AVX-512 F/BW/VL kernels (dot_avx512.c), callable when tensor_avx512_usable(); the Q8_0 and
+ * Q4_0 ones need VNNI as well (tensor_avx512_vnni_usable()). */
+bool tensor_avx512_usable(void);
+bool tensor_avx512_vnni_usable(void);
+/* VBMI byte permutes speed up the Q4_0 decode kernel where present; tests switch them off
+ * to cover the other path (returns whether they are on). */
+bool tensor_avx512_vbmi_usable(void);
+bool tensor_avx512_set_vbmi(bool on);
+float tensor_dot_f32_avx512(const void *w, const void *act, int64_t n);
+float tensor_dot_f16_avx512(const void *w, const void *act, int64_t n);
+float tensor_dot_q8_0_avx512(const void *w, const void *act, int64_t n);
+float tensor_dot_q4_0_avx512(const void *w, const void *act, int64_t n);
+void tensor_quantize_act_q8_0_avx512(const float *x, block_q8_0 *y, int64_t n);
+void tensor_f32_to_f16_row_avx512(const float *x, uint16_t *y, int64_t n);
+void tensor_act_f16_avx512(const float *x, void *y, int64_t n);
+void tensor_act_q8_0_avx512(const float *x, void *y, int64_t n);
+extern const tensor_gemm tensor_gemm_f32_avx512, tensor_gemm_f16_avx512;
+extern const tensor_gemm tensor_gemm_q8_0_avx512, tensor_gemm_q4_0_avx512; /* VNNI */
+void tensor_attn_scores_avx512(const float *const *q, int n_q, const float *k, size_t kv_stride,
+                               int32_t n_k, int hd, float scale, float *s, size_t s_stride);
+void tensor_attn_values_avx512(const float *p, size_t p_stride, int n_q, const int32_t *n,
+                               const float *v, size_t kv_stride, int hd, float *const *o);
 #endif
 
 /* tensor_matmul without scratch memory: activations are converted a slice of the row at a

@@ -2,8 +2,9 @@
  * test_matmul.c - tests src/tensor/matmul.c: tensor_matmul against a naive double-precision
  * product of the dequantized weights and the converted activations, for every type, many
  * shapes and batch sizes, with no pool, 1 and 2 threads, forced scalar kernels, 3-D expert
- * slices and the chunked fallback; views over GGUF tensors (errors included) and get_row
- * against the F32 model files.
+ * slices and the chunked fallback; the tiled (gemm) path bit for bit against the untiled dot
+ * loop; tensor_matmul_multi against separate products; views over GGUF tensors (errors
+ * included) and get_row against the F32 model files.
  */
 #include "test_util.h"
 
@@ -210,6 +211,109 @@ static void test_matmul_chunked_fallback(void **state)
     free(x);
 }
 
+/* ---- tiled (gemm) against untiled ---------------------------------------------------------- */
+
+/* y[r][o] by the plain loop the dot kernel of the family in use gives, pair by pair: the
+ * activation converted to the vec_dot type, then one dot product per (row, output). */
+static void untiled_matmul(const tensor_view *w, const float *x, int64_t n_rows, float *y)
+{
+    const int64_t k = w->ne[0], n = w->ne[1];
+    const uint32_t vt = tensor_vec_dot_type(w->type);
+    uint8_t *conv = malloc(tensor_row_size(vt, k));
+    assert_non_null(conv);
+    for (int64_t r = 0; r < n_rows; r++) {
+        tensor_convert_act(w->type, x + r * k, conv, k);
+        for (int64_t o = 0; o < n; o++)
+            y[r * n + o] = tensor_vec_dot(
+                w->type, (const uint8_t *)w->data + (size_t)o * w->row_bytes, conv, k);
+    }
+    free(conv);
+}
+
+/* tensor_matmul (tiled, through the gemm kernels where the CPU has them) equals the untiled
+ * loop bit for bit, for odd batch sizes, output counts that are not a multiple of any tile
+ * and rows of 1 to 152 blocks; with and without a pool. */
+static void test_matmul_tiled_equals_untiled(void **state)
+{
+    tt_rng r = {25};
+    const int64_t qk[] = {32, 224, 288, 544, 896, 4864}, fk[] = {1, 17, 64, 172, 896};
+    const int64_t outs[] = {1, 15, 17, 33, 50};
+    tensor_pool *pool = NULL;
+    assert_int_equal(tensor_pool_new(&pool, 2, NULL), MICA_OK);
+    printf("tiled vs untiled with the %s kernels\n", tensor_simd_name());
+    float *x = malloc(4864 * 17 * sizeof *x), *y1 = malloc(4864 * 17 * sizeof *y1);
+    float *y2 = malloc(4864 * 17 * sizeof *y2);
+    assert_true(x && y1 && y2);
+    for (size_t t = 0; t < N_TYPES; t++) {
+        const bool quant = all_types[t] == GGUF_T_Q8_0 || all_types[t] == GGUF_T_Q4_0;
+        const int64_t *ks = quant ? qk : fk;
+        const size_t nk = quant ? sizeof qk / sizeof qk[0] : sizeof fk / sizeof fk[0];
+        for (size_t ki = 0; ki < nk; ki++)
+            for (size_t oi = 0; oi < sizeof outs / sizeof outs[0]; oi++) {
+                test_weight w = make_weight(&r, all_types[t], ks[ki], outs[oi], 1);
+                for (int64_t rows = 1; rows <= 17; rows += ks[ki] > 1000 ? 5 : 1) {
+                    tt_fill(&r, x, ks[ki] * rows);
+                    untiled_matmul(&w.v, x, rows, y2);
+                    tensor_matmul(rows % 2 ? pool : NULL, &w.v, x, rows, y1);
+                    for (int64_t i = 0; i < rows * outs[oi]; i++)
+                        if (memcmp(&y1[i], &y2[i], sizeof y1[i]))
+                            fail_msg("%s k %lld n %lld rows %lld: y[%lld][%lld] tiled %.9g untiled "
+                                     "%.9g",
+                                     gguf_ttype_name(all_types[t]), (long long)ks[ki],
+                                     (long long)outs[oi], (long long)rows,
+                                     (long long)(i / outs[oi]), (long long)(i % outs[oi]),
+                                     (double)y1[i], (double)y2[i]);
+                }
+                free(w.data);
+            }
+    }
+    free(x);
+    free(y1);
+    free(y2);
+    tensor_pool_free(pool);
+}
+
+/* tensor_matmul_multi: the same bits as one tensor_matmul per weight, whether the weights
+ * can share the input's conversion (same type and length) or not, and one counted call per
+ * weight. */
+static void test_matmul_multi(void **state)
+{
+    tt_rng r = {26};
+    tensor_pool *pool = NULL;
+    assert_int_equal(tensor_pool_new(&pool, 2, NULL), MICA_OK);
+    float x[288 * 9];
+    tt_fill(&r, x, 288 * 9);
+    for (size_t t = 0; t < N_TYPES; t++) {
+        test_weight a = make_weight(&r, all_types[t], 288, 40, 1);
+        test_weight b = make_weight(&r, all_types[t], 288, 7, 1);
+        test_weight c = make_weight(&r, all_types[(t + 1) % N_TYPES], 288, 19, 1); /* other type */
+        const tensor_view *ws[3] = {&a.v, &b.v, &c.v};
+        for (int rows = 1; rows <= 9; rows += 4) {
+            float ya[40 * 9], yb[7 * 9], yc[19 * 9], za[40 * 9], zb[7 * 9], zc[19 * 9];
+            float *const ys[3] = {ya, yb, yc};
+            for (int n_w = 2; n_w <= 3; n_w++) {
+                tensor_pool_reset_matmul_stats(pool);
+                tensor_matmul_multi(pool, ws, n_w, x, rows, ys);
+                const tensor_matmul_stats st = tensor_pool_matmul_stats(pool);
+                assert_int_equal(st.calls, n_w);
+                assert_int_equal(st.rows, (uint64_t)(n_w * rows));
+                tensor_matmul(NULL, &a.v, x, rows, za);
+                tensor_matmul(NULL, &b.v, x, rows, zb);
+                assert_memory_equal(ya, za, sizeof(float) * 40 * (size_t)rows);
+                assert_memory_equal(yb, zb, sizeof(float) * 7 * (size_t)rows);
+                if (n_w == 3) {
+                    tensor_matmul(NULL, &c.v, x, rows, zc);
+                    assert_memory_equal(yc, zc, sizeof(float) * 19 * (size_t)rows);
+                }
+            }
+        }
+        free(a.data);
+        free(b.data);
+        free(c.data);
+    }
+    tensor_pool_free(pool);
+}
+
 /* ---- views over GGUF tensors -------------------------------------------------------------- */
 
 static void test_view_checks(void **state)
@@ -299,10 +403,16 @@ static void test_get_row_vs_f32_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_no_pool),       cmocka_unit_test(test_matmul_threads),
-        cmocka_unit_test(test_matmul_forced_scalar), cmocka_unit_test(test_matmul_odd_rows),
-        cmocka_unit_test(test_matmul_expert_slices), cmocka_unit_test(test_matmul_chunked_fallback),
-        cmocka_unit_test(test_view_checks),          cmocka_unit_test(test_get_row_vs_f32_file),
+        cmocka_unit_test(test_matmul_no_pool),
+        cmocka_unit_test(test_matmul_threads),
+        cmocka_unit_test(test_matmul_forced_scalar),
+        cmocka_unit_test(test_matmul_odd_rows),
+        cmocka_unit_test(test_matmul_expert_slices),
+        cmocka_unit_test(test_matmul_chunked_fallback),
+        cmocka_unit_test(test_matmul_tiled_equals_untiled),
+        cmocka_unit_test(test_matmul_multi),
+        cmocka_unit_test(test_view_checks),
+        cmocka_unit_test(test_get_row_vs_f32_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
