@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config libcmocka-dev clang libclang-rt-14-dev
   libmicrohttpd-dev libjansson-dev libcurl4-gnutls-dev libgnutls28-dev gnutls-bin prometheus)
+packages+=(libsqlite3-dev) # the gateway's request log (src/store)
 # Node.js runs the official openai npm client in the gateway's tests.
 command -v node >/dev/null || packages+=(nodejs npm)
 

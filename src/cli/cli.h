@@ -39,6 +39,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 
 /* A progress line on stderr, drawn only when stderr is a terminal (cli_progress.c);
  * cli_progress_update has the library's quant_progress_fn signature. */

@@ -22,6 +22,8 @@ static const cli_command commands[] = {
 #ifdef MICA_HAVE_SERVER
     {"serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API"},
     {"keys", cmd_keys, "add, list or revoke the gateway's API keys"},
+    {"logs", cmd_logs, "list, show, export or purge the gateway's request log"},
+    {"template", cmd_template, "render a chat template over a conversation (JSON)"},
 #endif
 };
 
