@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 #include "server/srv.h"
+#include "store/store.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +35,12 @@ static const char serve_help[] =
     "      --keys-file FILE    API keys (default DATA_DIR/keys.json; see mica keys)\n"
     "      --tls-cert FILE --tls-key FILE   serve HTTPS with this PEM certificate and key\n"
     "      --insecure-http     allow plain HTTP on a non-loopback address\n"
+    "      --log-retention DUR delete request-log rows older than DUR: 30m, 12h, 3d\n"
+    "                          (default and maximum 72h)\n"
+    "      --allow-long-retention  permit a retention longer than 72h\n"
+    "      --no-content-logs   never store prompts or answers (metadata rows only)\n"
+    "      --redact            mask e-mail addresses, phone, card and ID numbers in stored\n"
+    "                          prompts and answers\n"
     "\n"
     "Tiers (default): vip (priority 10) > standard (5, the default) > batch (1). A request\n"
     "may lower its tier with \"service_tier\" or \"priority\" (0-15, higher first), never\n"
@@ -41,7 +48,13 @@ static const char serve_help[] =
     "\n"
     "With API keys (mica keys add) every /v1 request needs `Authorization: Bearer KEY` and\n"
     "gets its key's tier; without keys the server listens on loopback only. Off loopback it\n"
-    "needs TLS unless --insecure-http.\n";
+    "needs TLS unless --insecure-http.\n"
+    "\n"
+    "Request log: DATA_DIR/requests.db (SQLite) holds one row per answered request: id, time,\n"
+    "key id, tier, model, status, tokens, timings and, unless disabled, prompt and answer.\n"
+    "A request keeps its content out of every log with \"disable_logs\": true in the body or\n"
+    "the header X-Disable-Logs: 1; so do keys made with --no-content-logs. Rows past the\n"
+    "retention are deleted on start and at least every 10 minutes (see mica logs).\n";
 
 static volatile sig_atomic_t serve_stop;
 
@@ -110,6 +123,18 @@ static int serve_parse(int argc, char **argv, srv_config *c)
             c->trust_tier_header = true;
         } else if (cli_is(&a, NULL, "--insecure-http")) {
             c->insecure_http = true;
+        } else if (cli_is(&a, NULL, "--log-retention")) {
+            const char *v = cli_value(&a);
+            if (!v) return 1;
+            /* The 72 h cap is checked once --allow-long-retention may have been seen. */
+            if (store_parse_retention(v, true, &c->log_retention_ms, &err))
+                return cli_fail("serve: --log-retention: %s", err.msg);
+        } else if (cli_is(&a, NULL, "--allow-long-retention")) {
+            c->allow_long_retention = true;
+        } else if (cli_is(&a, NULL, "--no-content-logs")) {
+            c->no_content_logs = true;
+        } else if (cli_is(&a, NULL, "--redact")) {
+            c->redact = true;
         } else if (cli_path_opt(&a, "--data-dir", c->data_dir, sizeof c->data_dir) ||
                    cli_path_opt(&a, "--keys-file", c->keys_file, sizeof c->keys_file) ||
                    cli_path_opt(&a, "--tls-cert", c->tls_cert, sizeof c->tls_cert) ||

@@ -27,6 +27,7 @@ void srv_config_defaults(srv_config *c)
     c->max_body = 1 << 20;
     c->ping_s = 5.0;
     snprintf(c->data_dir, sizeof c->data_dir, "mica-data");
+    c->log_retention_ms = STORE_RETENTION_MAX_MS;
 }
 
 void srv_config_keys_path(const srv_config *c, char *out, size_t cap)
@@ -181,6 +182,21 @@ static mica_status cfg_tiers(const cfg_reader *r, srv_config *c, json_t *tiers)
     return MICA_OK;
 }
 
+/* "log_retention": "72h" (store_parse_retention's forms). */
+static mica_status cfg_retention(const cfg_reader *r, json_t *o, srv_config *c)
+{
+    json_t *v = json_object_get(o, "log_retention");
+    if (!v) return MICA_OK;
+    if (!json_is_string(v))
+        return core_fail(r->err, MICA_EINVAL, "%s: 'log_retention' must be a string like \"72h\"",
+                         r->path);
+    mica_err e;
+    /* The 72 h cap is checked by srv_config_check, once the flags are known too. */
+    if (store_parse_retention(json_string_value(v), true, &c->log_retention_ms, &e))
+        return core_fail(r->err, MICA_EINVAL, "%s: 'log_retention': %s", r->path, e.msg);
+    return MICA_OK;
+}
+
 static const char *const cfg_keys[] = {
     "host",
     "port",
@@ -197,6 +213,15 @@ static const char *const cfg_keys[] = {
     "trust_tier_header",
     "max_body_bytes",
     "ping_seconds",
+    "data_dir",
+    "keys_file",
+    "tls_cert",
+    "tls_key",
+    "insecure_http",
+    "log_retention",
+    "allow_long_retention",
+    "no_content_logs",
+    "redact",
 };
 
 static mica_status cfg_unknown_keys(const cfg_reader *r, json_t *root)
@@ -237,6 +262,10 @@ static mica_status cfg_apply(const cfg_reader *r, srv_config *c, json_t *root)
     CFG_TRY(cfg_str(r, root, "tls_cert", c->tls_cert, sizeof c->tls_cert));
     CFG_TRY(cfg_str(r, root, "tls_key", c->tls_key, sizeof c->tls_key));
     CFG_TRY(cfg_bool(r, root, "insecure_http", &c->insecure_http));
+    CFG_TRY(cfg_bool(r, root, "allow_long_retention", &c->allow_long_retention));
+    CFG_TRY(cfg_bool(r, root, "no_content_logs", &c->no_content_logs));
+    CFG_TRY(cfg_bool(r, root, "redact", &c->redact));
+    CFG_TRY(cfg_retention(r, root, c));
     return cfg_num(r, root, "ping_seconds", 0.05, 3600, &c->ping_s);
 }
 
@@ -272,5 +301,12 @@ mica_status srv_config_check(const srv_config *c, mica_err *err)
     if (c->n_batch <= c->n_parallel)
         return core_fail(err, MICA_EINVAL, "batch %d must exceed parallel %d", c->n_batch,
                          c->n_parallel);
+    if (c->log_retention_ms <= 0)
+        return core_fail(err, MICA_EINVAL, "the log retention must be positive");
+    if (c->log_retention_ms > STORE_RETENTION_MAX_MS && !c->allow_long_retention)
+        return core_fail(err, MICA_EINVAL,
+                         "a log retention of %.1f h is longer than the 72 h maximum (personal data "
+                         "must not be kept longer); --allow-long-retention permits it",
+                         (double)c->log_retention_ms / 3.6e6);
     return MICA_OK;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* HTTP threads: embeddings are computed on the thread that received them, so one request
@@ -165,6 +166,15 @@ static bool model_allowed(const srv *s, const srv_key *key, const srv_gen *g, sr
     return false;
 }
 
+/* Whether the request's prompt and answer stay out of every log: server-wide, for its key, or
+ * by the header X-Disable-Logs: 1 (the body's "disable_logs" is read by srv_parse_gen). */
+static bool content_logs_disabled(const srv *s, struct MHD_Connection *conn, const srv_key *key)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Disable-Logs");
+    const bool header = h && (!strcmp(h, "1") || !strcasecmp(h, "true") || !strcasecmp(h, "yes"));
+    return s->cfg.no_content_logs || key->no_content_logs || header;
+}
+
 static enum MHD_Result post_generate(srv *s, struct MHD_Connection *conn, srv_conn *c,
                                      const srv_key *key, bool chat)
 {
@@ -172,6 +182,7 @@ static enum MHD_Result post_generate(srv *s, struct MHD_Connection *conn, srv_co
         return srv_job_respond(c->job, conn);
     srv_gen g = {0};
     srv_error e;
+    g.no_content_logs = content_logs_disabled(s, conn, key);
     if (!request_tier(s, conn, key, &g.tier, &e) ||
         !srv_parse_gen(s, c->body.data ? c->body.data : "", c->body.len, chat, &g, &e))
         return srv_send_error(s, conn, &e);
@@ -358,6 +369,20 @@ done:
     return st;
 }
 
+/* Opens DATA_DIR/requests.db and starts its sweeper, which deletes expired rows now and then
+ * at least every 10 minutes (more often for short retentions, so none outlives it by much). */
+static mica_status open_request_log(srv *s, mica_err *err)
+{
+    const srv_config *c = &s->cfg;
+    mica_status st =
+        store_open(&s->log, c->data_dir, &(store_opts){.create = true, .redact = c->redact}, err);
+    if (st) return st;
+    int64_t interval = c->log_retention_ms / 4;
+    if (interval > STORE_SWEEP_INTERVAL_MAX_MS) interval = STORE_SWEEP_INTERVAL_MAX_MS;
+    if (interval < 100) interval = 100;
+    return store_sweeper_start(s->log, c->log_retention_ms, interval, err);
+}
+
 mica_status srv_start(srv **out, const srv_config *c, mica_err *err)
 {
     *out = NULL;
@@ -380,6 +405,7 @@ mica_status srv_start(srv **out, const srv_config *c, mica_err *err)
     if ((st = srv_auth_init(&s->auth, c, err))) goto fail;
     s->auth_ready = true;
     if ((st = check_exposure(s, &addr, err))) goto fail;
+    if ((st = open_request_log(s, err))) goto fail;
     if ((st = start_daemon(s, &addr, err))) goto fail;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : (uint16_t)c->port;
@@ -421,6 +447,7 @@ void srv_stop(srv *s)
         s->models[i].sched = NULL;
     }
     if (s->daemon) MHD_stop_daemon(s->daemon);
+    store_close(s->log);
     for (int i = 0; i < s->n_models; i++) {
         if (s->models[i].embed_ready) srv_embed_free(&s->models[i]);
         mica_model_free(s->models[i].m);

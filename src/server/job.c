@@ -44,6 +44,8 @@ struct srv_job {
     int n_done;
     core_buf out; /* SSE bytes not yet handed to MHD */
     size_t out_pos;
+    double t_submit, t_admit, t_first; /* core_now() seconds; 0: not yet */
+    bool logged;
 };
 
 static void job_free(srv_job *j)
@@ -229,6 +231,11 @@ static void observe_token(srv_job *j, srv_choice *c, const eng_event *ev)
 {
     srv_metrics *m = &j->s->metrics;
     const double now = core_now();
+    if (j->t_first == 0) {
+        j->t_submit = ev->t_submit;
+        j->t_admit = ev->t_admit;
+        j->t_first = now;
+    }
     if (c->t_last == 0) {
         srv_metrics_observe(m, j->g.model, j->g.tier, SRV_H_QUEUE, ev->t_admit - ev->t_submit);
         srv_metrics_observe(m, j->g.model, j->g.tier, SRV_H_TTFT, now - ev->t_submit);
@@ -250,10 +257,74 @@ static void observe_done(srv_job *j, srv_choice *c, const eng_event *ev)
     pthread_mutex_unlock(&m->mu);
 }
 
+/* ---- the request log ------------------------------------------------------------------ */
+
+static int64_t ms_between(double t0, double t1)
+{
+    return t0 > 0 && t1 >= t0 ? (int64_t)((t1 - t0) * 1000.0 + 0.5) : 0;
+}
+
+/* The answer as the log stores it: the text of a single choice, a JSON array of n. */
+static char *log_response(const srv_job *j)
+{
+    if (j->g.n == 1) {
+        const core_buf *t = &j->ch[0].text;
+        char *r = malloc(t->len + 1);
+        if (r) {
+            if (t->len) memcpy(r, t->data, t->len);
+            r[t->len] = '\0';
+        }
+        return r;
+    }
+    json_t *a = json_array();
+    for (int i = 0; i < j->g.n; i++)
+        json_array_append_new(
+            a, json_text(j->ch[i].text.data ? j->ch[i].text.data : "", j->ch[i].text.len));
+    char *r = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return r;
+}
+
+/* Writes the request's row before its answer is complete, so that every answered request is
+ * in the log even if the process dies right after. Called once, with j->mu held. A failure
+ * is reported on stderr without the request's content; the answer still goes out. */
+static void job_log(srv_job *j, int status)
+{
+    if (j->logged || !j->s->log) return;
+    j->logged = true;
+    int32_t gen = 0;
+    for (int i = 0; i < j->g.n; i++) gen += j->ch[i].n_gen;
+    const bool content = !j->g.no_content_logs;
+    char *response = content ? log_response(j) : NULL;
+    const double now = core_now();
+    const store_log_row row = {
+        .id = j->id,
+        .created_at = j->created * 1000,
+        .key_id = j->g.key_id[0] ? j->g.key_id : NULL,
+        .tier = j->s->cfg.tiers[j->g.tier].name,
+        .model = j->s->models[j->g.model].name,
+        .endpoint = j->g.endpoint,
+        .status = status,
+        .prompt_tokens = j->g.n_prompt,
+        .completion_tokens = gen,
+        .queue_ms = ms_between(j->t_submit, j->t_admit),
+        .ttft_ms = ms_between(j->t_submit, j->t_first),
+        .total_ms = ms_between(j->t_submit, now),
+        .prompt = content ? j->g.log_prompt : NULL,
+        .response = response,
+        .no_content = !content,
+    };
+    mica_err err;
+    if (store_log_insert(j->s->log, &row, &err))
+        fprintf(stderr, "mica: request log: %s: %s\n", j->id, err.msg);
+    free(response);
+}
+
 static void on_token(srv_job *j, srv_choice *c, const eng_event *ev)
 {
     observe_token(j, c, ev);
     if (j->g.stream) {
+        if (!j->g.no_content_logs) core_buf_append(&c->text, ev->text, ev->text_len);
         sse_chunk(j, c, ev->text, ev->text_len, ev, NULL);
         return;
     }
@@ -278,6 +349,8 @@ static void on_done(srv_job *j, srv_choice *c, const eng_event *ev)
     }
     j->n_done++;
     observe_done(j, c, ev);
+    if (j->g.stream && !j->g.no_content_logs) core_buf_append(&c->text, ev->text, ev->text_len);
+    if (j->g.stream && j->n_done == j->g.n) job_log(j, j->gone ? 499 : 200);
     if (j->g.stream && !j->gone) {
         if (ev->finish == ENG_FINISH_ERROR) {
             sse_json(j, json_pack("{s:{s:s,s:s}}", "error", "message", c->error_msg, "type",
@@ -479,6 +552,7 @@ enum MHD_Result srv_job_respond(srv_job *j, struct MHD_Connection *conn)
             srv_fail(&e, j->ch[i].finish == ENG_FINISH_ERROR ? 500 : 503, NULL, "%s",
                      j->ch[i].finish == ENG_FINISH_ERROR ? j->ch[i].error_msg
                                                          : "the server is shutting down");
+            job_log(j, e.status);
             pthread_mutex_unlock(&j->mu);
             return srv_send_error(j->s, conn, &e);
         }
@@ -487,6 +561,7 @@ enum MHD_Result srv_job_respond(srv_job *j, struct MHD_Connection *conn)
     for (int i = 0; i < j->g.n; i++) json_array_append_new(choices, response_choice(j, &j->ch[i]));
     json_object_set_new(body, "choices", choices);
     json_object_set_new(body, "usage", usage_json(j));
+    job_log(j, MHD_HTTP_OK);
     pthread_mutex_unlock(&j->mu);
     return srv_send_json(j->s, conn, MHD_HTTP_OK, body);
 }

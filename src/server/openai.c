@@ -30,6 +30,7 @@ bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
 void srv_gen_free(srv_gen *g)
 {
     free(g->prompt);
+    free(g->log_prompt);
     free(g->bias_tokens);
     free(g->bias_values);
     for (int i = 0; i < g->n_stops; i++) free(g->stops[i]);
@@ -262,6 +263,26 @@ static bool tokenize(srv *s, srv_gen *g, const char *text, size_t len, srv_error
     return true;
 }
 
+/* "disable_logs": true keeps this request's prompt and answer out of every log. */
+static bool parse_disable_logs(json_t *body, srv_gen *g, srv_error *e)
+{
+    bool off = false;
+    if (!get_bool(body, "disable_logs", &off, e)) return false;
+    g->no_content_logs |= off;
+    return true;
+}
+
+/* Keeps a copy of the prompt text for the request log, unless logging content is off. */
+static bool keep_log_prompt(srv_gen *g, const char *text, size_t len, srv_error *e)
+{
+    if (g->no_content_logs) return true;
+    g->log_prompt = malloc(len + 1);
+    if (!g->log_prompt) return srv_fail(e, 500, NULL, "out of memory");
+    memcpy(g->log_prompt, text, len);
+    g->log_prompt[len] = '\0';
+    return true;
+}
+
 static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
 {
     if (g->chat) {
@@ -269,7 +290,8 @@ static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
         core_buf_init(&text, s->cfg.max_body * 4 + 4096);
         bool ok =
             srv_chat_render(&s->models[g->model], json_object_get(body, "messages"), &text, e) &&
-            tokenize(s, g, text.data ? text.data : "", text.len, e, "messages");
+            tokenize(s, g, text.data ? text.data : "", text.len, e, "messages") &&
+            keep_log_prompt(g, text.data ? text.data : "", text.len, e);
         core_buf_free(&text);
         return ok;
     }
@@ -277,7 +299,8 @@ static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
     if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
         p = json_array_get(p, 0);
     if (json_is_string(p))
-        return tokenize(s, g, json_string_value(p), json_string_length(p), e, "prompt");
+        return tokenize(s, g, json_string_value(p), json_string_length(p), e, "prompt") &&
+               keep_log_prompt(g, json_string_value(p), json_string_length(p), e);
     if (!json_is_array(p) || json_array_size(p) == 0)
         return srv_fail(e, 400, "prompt",
                         "'prompt' must be a string, a list of one string or a list of token ids");
@@ -292,7 +315,10 @@ static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
                             n_vocab);
         g->prompt[i] = (mica_token)json_integer_value(t);
     }
-    return true;
+    char *ids = g->no_content_logs ? NULL : json_dumps(p, JSON_COMPACT);
+    const bool ok = !ids || keep_log_prompt(g, ids, strlen(ids), e);
+    free(ids);
+    return ok;
 }
 
 static bool check_length(srv *s, srv_gen *g, srv_error *e)
@@ -309,17 +335,20 @@ static bool check_length(srv *s, srv_gen *g, srv_error *e)
 bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, srv_error *e)
 {
     const int tier = g->tier;
+    const bool no_content = g->no_content_logs;
     memset(g, 0, sizeof *g);
     g->tier = tier;
+    g->no_content_logs = no_content;
     g->chat = chat;
+    g->endpoint = chat ? "/v1/chat/completions" : "/v1/completions";
     json_error_t je;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return srv_fail(e, 400, NULL, "invalid JSON body: %s (at byte %d)", je.text, je.position);
     bool ok = json_is_object(root) || srv_fail(e, 400, NULL, "the body must be a JSON object");
-    ok = ok && parse_model(s, root, g, e) && parse_stream(root, g, e) &&
-         parse_lengths(root, g, e) && parse_sampling(root, g, e) && parse_stops(root, g, e) &&
-         parse_logprobs(root, g, e) &&
+    ok = ok && parse_disable_logs(root, g, e) && parse_model(s, root, g, e) &&
+         parse_stream(root, g, e) && parse_lengths(root, g, e) && parse_sampling(root, g, e) &&
+         parse_stops(root, g, e) && parse_logprobs(root, g, e) &&
          parse_logit_bias(root, mica_model_n_vocab(s->models[g->model].m), g, e) &&
          parse_tier(s, root, g, e) && parse_prompt(s, root, g, e) && check_length(s, g, e);
     json_decref(root);

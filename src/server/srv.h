@@ -51,10 +51,15 @@ typedef struct srv_config {
     char keys_file[SRV_PATH_MAX]; /* default DATA_DIR/keys.json */
     char tls_cert[SRV_PATH_MAX], tls_key[SRV_PATH_MAX]; /* PEM files: HTTPS */
     bool insecure_http; /* allow plain HTTP on a non-loopback address */
+    /* The request log (DATA_DIR/requests.db, src/store): rows older than log_retention_ms
+     * are deleted (at most 72 h unless allow_long_retention); no_content_logs keeps every
+     * prompt and answer out of it; redact masks personal numbers and addresses in them. */
+    int64_t log_retention_ms;
+    bool allow_long_retention, no_content_logs, redact;
 } srv_config;
 
 /* Defaults: 127.0.0.1:8080, 4 slots, 2048 positions, tiers vip (10) > standard (5) >
- * batch (1), default tier standard, 1 MiB bodies, pings every 5 s. */
+ * batch (1), default tier standard, 1 MiB bodies, pings every 5 s, request log kept 72 h. */
 void srv_config_defaults(srv_config *c);
 /* Reads a JSON config file over c (keys as in docs/gateway.md); errors name the file and key. */
 mica_status srv_config_load(srv_config *c, const char *path, mica_err *err);

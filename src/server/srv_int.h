@@ -8,6 +8,7 @@
 
 #include "core/core.h"
 #include "engine/sched.h"
+#include "store/store.h"
 #include "srv.h"
 
 #include <jansson.h>
@@ -108,6 +109,7 @@ struct srv {
     atomic_uint_fast64_t next_id;
     srv_auth auth;
     bool auth_ready;
+    store *log; /* the request log (DATA_DIR/requests.db) */
 };
 
 /* ---- a parsed generation request (openai.c) -------------------------------------------- */
@@ -131,7 +133,9 @@ typedef struct srv_gen {
     float *bias_values;
     int32_t n_bias;
     char key_id[24];      /* the caller's key, "" without keys */
-    bool no_content_logs; /* keep prompt and answer out of every log */
+    bool no_content_logs; /* keep prompt and answer out of every log (set before parsing too) */
+    char *log_prompt;     /* owned: the prompt as the request log stores it; NULL when not */
+    const char *endpoint; /* "/v1/chat/completions" or "/v1/completions" */
 } srv_gen;
 
 /* An OpenAI-style error to answer with. */
@@ -159,7 +163,8 @@ bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Parses and validates a /v1/chat/completions (chat) or /v1/completions body. The tier the
- * caller is entitled to comes in *g (g->tier); the body may only lower it. */
+ * caller is entitled to comes in *g (g->tier); the body may only lower it. g->no_content_logs
+ * set by the caller (header, key, server) stays set; "disable_logs": true in the body sets it. */
 bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, srv_error *e);
 void srv_gen_free(srv_gen *g);
 

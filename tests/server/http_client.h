@@ -27,6 +27,7 @@ typedef struct http_req {
     size_t body_len;  /* 0: strlen(body) */
     const char *key;  /* Authorization: Bearer */
     const char *tier; /* X-Mica-Tier */
+    const char *header; /* one more "Name: value" header line */
     const char *ca;   /* CA file for https */
 } http_req;
 
@@ -70,6 +71,7 @@ static inline CURL *http_easy(const http_req *q, reply *r, struct curl_slist **h
         snprintf(h, sizeof h, "X-Mica-Tier: %s", q->tier);
         *headers = curl_slist_append(*headers, h);
     }
+    if (q->header) *headers = curl_slist_append(*headers, q->header);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, *headers);
     if (q->body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, q->body);

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "http_client.h"
+#include "serve_child.h"
 
 #include "server/srv.h"
 
@@ -144,38 +145,6 @@ static void test_keys(void **state)
 }
 
 /* ---- the process: what it prints ------------------------------------------------------- */
-
-static pid_t spawn_serve(const char *const *args, const char *log)
-{
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-        if (!f || !freopen(log, "a", stdout)) _exit(127);
-        const char *argv[32] = {getenv("MICA_BIN"), "serve"};
-        int n = 2;
-        while (args[n - 2] && n < 31) argv[n] = args[n - 2], n++;
-        argv[n] = NULL;
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Waits for "on http(s)://HOST:PORT" in the log; 0 when the process died. */
-static uint16_t wait_port(const char *log, pid_t pid)
-{
-    for (int i = 0; i < 600; i++) {
-        char *text = access(log, R_OK) ? NULL : tu_read_file(log, NULL);
-        const char *p = text ? strstr(text, "://127.0.0.1:") : NULL;
-        const unsigned port = p ? (unsigned)atoi(p + 13) : 0;
-        free(text);
-        if (port) return (uint16_t)port;
-        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
-        usleep(20000);
-    }
-    return 0;
-}
 
 static void test_keys_never_printed(void **state)
 {

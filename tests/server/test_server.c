@@ -52,6 +52,7 @@ static srv *start(srv_config *c, const char *model)
     c->n_threads = 2;
     c->trust_tier_header = true;
     c->max_body = 64 * 1024;
+    snprintf(c->data_dir, sizeof c->data_dir, "%s/server_%d", tu_tmpdir(), (int)getpid());
     char spec[1200];
     snprintf(spec, sizeof spec, "stories=%s", model);
     mica_err err;
