@@ -6,6 +6,7 @@
  * row is written; without any of them the marker is stored. Rows older than the retention
  * leave both files after a sweep; retentions over 72 h are refused unless allowed; after
  * `kill -9` during a burst the database is intact and holds a row for every answered request.
+ * API keys appear neither in the log nor in the output.
  */
 #define _GNU_SOURCE
 #include "http_client.h"
@@ -159,7 +160,10 @@ static void test_disable_logs_forms(void **state)
         if (db_has(dir, hidden[i])) fail_msg("marker %s reached the request log", hidden[i]);
     assert_true(db_has(dir, m_plain));
     assert_true(db_has(dir, m_plain_stream));
+    /* Keys are stored nowhere but as hashes: not in the log, not in the output. */
+    assert_false(db_has(dir, key + 3) || db_has(dir, quiet_key + 3));
     stop_child(pid);
+    assert_false(file_has(log, key + 3) || file_has(log, quiet_key + 3));
     for (int i = 0; i < 4; i++) {
         assert_false(db_has(dir, hidden[i]));
         if (file_has(log, hidden[i])) fail_msg("marker %s reached the server's output", hidden[i]);
