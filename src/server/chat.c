@@ -1,15 +1,19 @@
 /*
- * chat.c - turns the "messages" of a chat request into prompt text with one of three
- * built-in formats (ChatML, Llama-3, Llama-2), chosen from the model's
- * tokenizer.chat_template metadata (ChatML when there is none). The text is tokenized with
- * special tokens parsed; BOS comes from the tokenizer, not from here. Real Jinja templates
- * are a later addition. Called by openai.c.
+ * chat.c - turns the "messages" of a chat request into prompt text: with the model's own
+ * Jinja chat template (tokenizer.chat_template, rendered by src/template as transformers
+ * would, with add_generation_prompt and the model's BOS/EOS texts), or, for a model without
+ * one (or with one the renderer cannot parse), with one of three built-in formats (ChatML,
+ * Llama-3, Llama-2) guessed from the template's text. The text is tokenized with special
+ * tokens parsed. Called by openai.c; srv_chat_init / srv_chat_free by http.c.
  */
 #include "srv_int.h"
+#include "template/tmpl_json.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-void srv_chat_pick_format(srv_model *m)
+static void pick_builtin_format(srv_model *m)
 {
     char tmpl[8192];
     const int64_t n = mica_model_meta_str(m->m, "tokenizer.chat_template", tmpl, sizeof tmpl);
@@ -21,7 +25,42 @@ void srv_chat_pick_format(srv_model *m)
     snprintf(m->chat_format, sizeof m->chat_format, "%s", f);
 }
 
-/* The text of a message's content: a string, or an array of {"type":"text","text":...}. */
+/* The text of a special token (BOS/EOS) into buf; "" when the model has none. */
+static void special_text(const srv_model *m, mica_token t, char *buf, size_t cap)
+{
+    size_t n = t >= 0 ? mica_token_to_piece(m->m, t, true, buf, cap - 1) : 0;
+    buf[n < cap ? n : cap - 1] = '\0';
+}
+
+void srv_chat_init(srv_model *m)
+{
+    pick_builtin_format(m);
+    special_text(m, mica_model_bos(m->m), m->bos_text, sizeof m->bos_text);
+    special_text(m, mica_model_eos(m->m), m->eos_text, sizeof m->eos_text);
+    const int64_t n = mica_model_meta_str(m->m, "tokenizer.chat_template", NULL, 0);
+    if (n <= 0) return;
+    char *src = malloc((size_t)n + 1);
+    if (!src) return;
+    mica_model_meta_str(m->m, "tokenizer.chat_template", src, (size_t)n + 1);
+    char name[SRV_NAME_MAX + 32];
+    snprintf(name, sizeof name, "%s:chat_template", m->name);
+    mica_err err;
+    if (tmpl_parse(&m->tmpl, name, src, (size_t)n, &err)) {
+        /* The server still serves the model; say once why its prompts look different. */
+        fprintf(stderr, "mica: %s; using the built-in %s format\n", err.msg, m->chat_format);
+        m->tmpl = NULL;
+    }
+    free(src);
+}
+
+void srv_chat_free(srv_model *m)
+{
+    tmpl_free(m->tmpl);
+    m->tmpl = NULL;
+}
+
+/* The text of a message's content: a string, or an array of {"type":"text","text":...} whose
+ * texts are joined with newlines (as llama-server does). */
 static bool content_text(json_t *content, int i, core_buf *out, srv_error *e)
 {
     char param[64];
@@ -43,7 +82,8 @@ static bool content_text(json_t *content, int i, core_buf *out, srv_error *e)
                             "%s[%zu]: only {\"type\": \"text\", \"text\": ...} "
                             "parts are supported",
                             param, k);
-        if (!core_buf_append(out, json_string_value(text), json_string_length(text)))
+        if ((k > 0 && !core_buf_append(out, "\n", 1)) ||
+            !core_buf_append(out, json_string_value(text), json_string_length(text)))
             return srv_fail(e, 400, param, "the conversation is too long");
     }
     return true;
@@ -121,6 +161,53 @@ static const char *role_name(json_t *role)
     return NULL;
 }
 
+/* The messages as the template sees them: as sent (tool calls, names, ...), with text parts
+ * joined into one string (most templates expect a string: srv_chat_render's text of it) and
+ * "developer" renamed "system", which templates know. */
+static bool template_messages(json_t *messages, const chat_msg *msgs, tmpl_value **out,
+                              srv_error *e)
+{
+    json_t *copy = json_deep_copy(messages);
+    if (!copy) return srv_fail(e, 500, "messages", "out of memory");
+    size_t i;
+    json_t *msg;
+    json_array_foreach(copy, i, msg)
+    {
+        json_object_set_new(msg, "role", json_string(msgs[i].role));
+        if (json_is_array(json_object_get(msg, "content")))
+            json_object_set_new(
+                msg, "content",
+                json_stringn(msgs[i].text.data ? msgs[i].text.data : "", msgs[i].text.len));
+    }
+    mica_err err;
+    const mica_status st = tmpl_from_json(copy, out, "messages", &err);
+    json_decref(copy);
+    return !st || srv_fail(e, 400, "messages", "%s", err.msg);
+}
+
+static bool render_template(const srv_model *m, json_t *messages, const chat_msg *parsed,
+                            core_buf *out, srv_error *e)
+{
+    tmpl_value *msgs;
+    if (!template_messages(messages, parsed, &msgs, e)) return false;
+    const tmpl_render_params p = {
+        .messages = msgs,
+        .add_generation_prompt = true,
+        .bos_token = m->bos_text[0] ? m->bos_text : NULL,
+        .eos_token = m->eos_text[0] ? m->eos_text : NULL,
+    };
+    char *text = NULL;
+    size_t len = 0;
+    mica_err err;
+    const mica_status st = tmpl_render(m->tmpl, &p, &text, &len, &err);
+    tmpl_value_free(msgs);
+    bool ok = !st || srv_fail(e, 500, "messages", "the chat template failed: %s", err.msg);
+    if (ok && !core_buf_append(out, text, len))
+        ok = srv_fail(e, 400, "messages", "the conversation is too long");
+    free(text);
+    return ok;
+}
+
 bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_error *e)
 {
     if (!json_is_array(messages) || json_array_size(messages) == 0)
@@ -144,7 +231,9 @@ bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_er
         }
     }
     if (ok) {
-        if (!strcmp(m->chat_format, "llama3"))
+        if (m->tmpl)
+            ok = render_template(m, messages, msgs, out, e);
+        else if (!strcmp(m->chat_format, "llama3"))
             ok = render_llama3(msgs, n, out, e);
         else if (!strcmp(m->chat_format, "llama2"))
             ok = render_llama2(msgs, n, out, e);

@@ -6,6 +6,8 @@
  */
 #include "srv_int.h"
 
+#include <gnutls/crypto.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -314,7 +316,7 @@ static mica_status load_models(srv *s, mica_err *err)
         if ((st = eng_sched_start(m->sched, err))) return st;
         if ((st = srv_embed_init(m, &s->cfg, err))) return core_fail_prefix(err, m->name);
         m->embed_ready = true;
-        srv_chat_pick_format(m);
+        srv_chat_init(m);
         m->created = (int64_t)time(NULL);
     }
     return MICA_OK;
@@ -406,6 +408,12 @@ mica_status srv_start(srv **out, const srv_config *c, mica_err *err)
     s->auth_ready = true;
     if ((st = check_exposure(s, &addr, err))) goto fail;
     if ((st = open_request_log(s, err))) goto fail;
+    uint64_t first_id;
+    if (gnutls_rnd(GNUTLS_RND_NONCE, &first_id, sizeof first_id)) {
+        st = core_fail(err, MICA_EIO, "cannot get random bytes for response ids");
+        goto fail;
+    }
+    atomic_store(&s->next_id, first_id);
     if ((st = start_daemon(s, &addr, err))) goto fail;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : (uint16_t)c->port;
@@ -450,6 +458,7 @@ void srv_stop(srv *s)
     store_close(s->log);
     for (int i = 0; i < s->n_models; i++) {
         if (s->models[i].embed_ready) srv_embed_free(&s->models[i]);
+        srv_chat_free(&s->models[i]);
         mica_model_free(s->models[i].m);
     }
     pthread_cond_destroy(&s->tick_cv);

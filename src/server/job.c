@@ -457,9 +457,10 @@ static srv_job *job_new(srv *s, struct MHD_Connection *conn, srv_gen *g)
     j->g = *g;
     memset(g, 0, sizeof *g);
     j->created = (int64_t)time(NULL);
+    /* next_id starts at a random value (srv_start): ids are unique across restarts too, as
+     * the request log needs. */
     snprintf(j->id, sizeof j->id, "%s-%016llx", j->g.chat ? "chatcmpl" : "cmpl",
-             (unsigned long long)atomic_fetch_add(&s->next_id, 1) ^ (unsigned long long)j->created
-                                                                        << 20);
+             (unsigned long long)atomic_fetch_add(&s->next_id, 1));
     core_buf_init(&j->out, 64u << 20);
     for (int i = 0; i < j->g.n; i++) {
         j->ch[i].job = j;

@@ -249,15 +249,16 @@ static bool parse_tier(srv *s, json_t *body, srv_gen *g, srv_error *e)
     return true;
 }
 
-static bool tokenize(srv *s, srv_gen *g, const char *text, size_t len, srv_error *e,
-                     const char *param)
+/* add_special: the tokenizer adds BOS (a chat template may have written it already). */
+static bool tokenize(srv *s, srv_gen *g, const char *text, size_t len, bool add_special,
+                     srv_error *e, const char *param)
 {
     const mica_model *m = s->models[g->model].m;
     size_t cap = len + 16, n;
     g->prompt = malloc(cap * sizeof *g->prompt);
     if (!g->prompt) return srv_fail(e, 500, param, "out of memory");
     mica_err err;
-    if (mica_tokenize(m, text, len, true, true, g->prompt, cap, &n, &err))
+    if (mica_tokenize(m, text, len, add_special, true, g->prompt, cap, &n, &err))
         return srv_fail(e, 400, param, "cannot tokenize the prompt: %s", err.msg);
     g->n_prompt = (int32_t)n;
     return true;
@@ -286,12 +287,14 @@ static bool keep_log_prompt(srv_gen *g, const char *text, size_t len, srv_error 
 static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
 {
     if (g->chat) {
+        const srv_model *m = &s->models[g->model];
         core_buf text;
         core_buf_init(&text, s->cfg.max_body * 4 + 4096);
-        bool ok =
-            srv_chat_render(&s->models[g->model], json_object_get(body, "messages"), &text, e) &&
-            tokenize(s, g, text.data ? text.data : "", text.len, e, "messages") &&
-            keep_log_prompt(g, text.data ? text.data : "", text.len, e);
+        bool ok = srv_chat_render(m, json_object_get(body, "messages"), &text, e);
+        const size_t nb = strlen(m->bos_text);
+        const bool has_bos = ok && nb && text.len >= nb && !memcmp(text.data, m->bos_text, nb);
+        ok = ok && tokenize(s, g, text.data ? text.data : "", text.len, !has_bos, e, "messages") &&
+             keep_log_prompt(g, text.data ? text.data : "", text.len, e);
         core_buf_free(&text);
         return ok;
     }
@@ -299,7 +302,7 @@ static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
     if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
         p = json_array_get(p, 0);
     if (json_is_string(p))
-        return tokenize(s, g, json_string_value(p), json_string_length(p), e, "prompt") &&
+        return tokenize(s, g, json_string_value(p), json_string_length(p), true, e, "prompt") &&
                keep_log_prompt(g, json_string_value(p), json_string_length(p), e);
     if (!json_is_array(p) || json_array_size(p) == 0)
         return srv_fail(e, 400, "prompt",

@@ -62,7 +62,9 @@ typedef struct srv_model {
     char name[SRV_NAME_MAX];
     mica_model *m;
     eng_sched *sched;
-    char chat_format[16]; /* "chatml", "llama3", "llama2" */
+    struct tmpl_template *tmpl;      /* the model's chat template, NULL: chat_format */
+    char chat_format[16];            /* "chatml", "llama3", "llama2" */
+    char bos_text[64], eos_text[64]; /* special token texts ("" when none) */
     int64_t created;
     mica_context *embed_ctx; /* /v1/embeddings, one request at a time */
     pthread_mutex_t embed_mu;
@@ -168,9 +170,14 @@ bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
 bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, srv_error *e);
 void srv_gen_free(srv_gen *g);
 
-/* Renders the prompt of a chat request with the model's format (chat.c). */
+/* Renders the prompt of a chat request with the model's template or format (chat.c): a
+ * template's error is a 500 naming the template line. A prompt that starts with the BOS
+ * text is tokenized without another BOS. */
 bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_error *e);
-void srv_chat_pick_format(srv_model *m);
+/* Parses the model's chat template (a warning on stderr when it cannot) or picks a built-in
+ * format; srv_chat_free frees the template. */
+void srv_chat_init(srv_model *m);
+void srv_chat_free(srv_model *m);
 
 /* ---- jobs (job.c) ---------------------------------------------------------------------- */
 
