@@ -35,6 +35,7 @@ static void special_text(const srv_model *m, mica_token t, char *buf, size_t cap
 void srv_chat_init(srv_model *m)
 {
     pick_builtin_format(m);
+    m->tool_family = SRV_TOOLS_HERMES; /* what the built-in tools prompt asks for */
     special_text(m, mica_model_bos(m->m), m->bos_text, sizeof m->bos_text);
     special_text(m, mica_model_eos(m->m), m->eos_text, sizeof m->eos_text);
     const int64_t n = mica_model_meta_str(m->m, "tokenizer.chat_template", NULL, 0);
@@ -45,7 +46,9 @@ void srv_chat_init(srv_model *m)
     char name[SRV_NAME_MAX + 32];
     snprintf(name, sizeof name, "%s:chat_template", m->name);
     mica_err err;
-    if (tmpl_parse(&m->tmpl, name, src, (size_t)n, &err)) {
+    if (!tmpl_parse(&m->tmpl, name, src, (size_t)n, &err)) {
+        m->tool_family = srv_tools_family(src);
+    } else {
         /* The server still serves the model; say once why its prompts look different. */
         fprintf(stderr, "mica: %s; using the built-in %s format\n", err.msg, m->chat_format);
         m->tmpl = NULL;
@@ -186,21 +189,27 @@ static bool template_messages(json_t *messages, const chat_msg *msgs, tmpl_value
 }
 
 static bool render_template(const srv_model *m, json_t *messages, const chat_msg *parsed,
-                            core_buf *out, srv_error *e)
+                            json_t *tools, core_buf *out, srv_error *e)
 {
-    tmpl_value *msgs;
+    tmpl_value *msgs, *tl = NULL;
     if (!template_messages(messages, parsed, &msgs, e)) return false;
+    mica_err err;
+    if (tools && tmpl_from_json(tools, &tl, "tools", &err)) {
+        tmpl_value_free(msgs);
+        return srv_fail(e, 400, "tools", "%s", err.msg);
+    }
     const tmpl_render_params p = {
         .messages = msgs,
+        .tools = tl,
         .add_generation_prompt = true,
         .bos_token = m->bos_text[0] ? m->bos_text : NULL,
         .eos_token = m->eos_text[0] ? m->eos_text : NULL,
     };
     char *text = NULL;
     size_t len = 0;
-    mica_err err;
     const mica_status st = tmpl_render(m->tmpl, &p, &text, &len, &err);
     tmpl_value_free(msgs);
+    tmpl_value_free(tl);
     bool ok = !st || srv_fail(e, 500, "messages", "the chat template failed: %s", err.msg);
     if (ok && !core_buf_append(out, text, len))
         ok = srv_fail(e, 400, "messages", "the conversation is too long");
@@ -208,13 +217,43 @@ static bool render_template(const srv_model *m, json_t *messages, const chat_msg
     return ok;
 }
 
-bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_error *e)
+/* Built-in formats with tools: their description goes into the system message (a new one
+ * first when the conversation has none). Returns the messages to render: msgs or msgs - 1. */
+static chat_msg *add_tools_system(chat_msg *msgs, json_t *tools, srv_error *e, bool *ok)
+{
+    chat_msg *sys = !strcmp(msgs[0].role, "system") ? &msgs[0] : &msgs[-1];
+    if (sys != &msgs[0]) sys->role = "system";
+    if ((sys->text.len && !core_buf_append(&sys->text, "\n\n", 2)) ||
+        !srv_tools_system_text(tools, &sys->text))
+        *ok = srv_fail(e, 400, "tools", "the conversation is too long");
+    return sys;
+}
+
+static bool render_builtin(const srv_model *m, chat_msg *msgs, size_t n, json_t *tools,
+                           core_buf *out, srv_error *e)
+{
+    bool ok = true;
+    if (tools) {
+        chat_msg *first = add_tools_system(msgs, tools, e, &ok);
+        n += (size_t)(msgs - first);
+        msgs = first;
+    }
+    if (!ok) return false;
+    if (!strcmp(m->chat_format, "llama3")) return render_llama3(msgs, n, out, e);
+    if (!strcmp(m->chat_format, "llama2")) return render_llama2(msgs, n, out, e);
+    return render_chatml(msgs, n, out, e);
+}
+
+bool srv_chat_render(const srv_model *m, json_t *messages, json_t *tools, core_buf *out,
+                     srv_error *e)
 {
     if (!json_is_array(messages) || json_array_size(messages) == 0)
         return srv_fail(e, 400, "messages", "'messages' must be a non-empty array");
     const size_t n = json_array_size(messages);
-    chat_msg *msgs = core_calloc(n, sizeof *msgs);
-    if (!msgs) return srv_fail(e, 500, "messages", "out of memory");
+    /* One spare message in front: the system message that describes tools when none is. */
+    chat_msg *all = core_calloc(n + 1, sizeof *all), *msgs = all + 1;
+    if (!all) return srv_fail(e, 500, "messages", "out of memory");
+    core_buf_init(&all[0].text, out->max);
     bool ok = true;
     for (size_t i = 0; i < n && ok; i++) {
         json_t *msg = json_array_get(messages, i);
@@ -230,17 +269,10 @@ bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_er
             ok = content_text(json_object_get(msg, "content"), (int)i, &msgs[i].text, e);
         }
     }
-    if (ok) {
-        if (m->tmpl)
-            ok = render_template(m, messages, msgs, out, e);
-        else if (!strcmp(m->chat_format, "llama3"))
-            ok = render_llama3(msgs, n, out, e);
-        else if (!strcmp(m->chat_format, "llama2"))
-            ok = render_llama2(msgs, n, out, e);
-        else
-            ok = render_chatml(msgs, n, out, e);
-    }
-    for (size_t i = 0; i < n; i++) core_buf_free(&msgs[i].text);
-    free(msgs);
+    if (ok)
+        ok = m->tmpl ? render_template(m, messages, msgs, tools, out, e)
+                     : render_builtin(m, msgs, n, tools, out, e);
+    for (size_t i = 0; i <= n; i++) core_buf_free(&all[i].text);
+    free(all);
     return ok;
 }

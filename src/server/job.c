@@ -25,9 +25,13 @@ typedef struct srv_choice {
     const char *error;
     char error_msg[256];
     int32_t n_gen;
-    core_buf text; /* non-streaming: everything generated */
-    json_t *lp;    /* non-streaming logprobs: chat "content" array or completions object */
-    double t_last; /* the previous token, for inter-token latency */
+    core_buf text;    /* non-streaming: everything generated */
+    json_t *lp;       /* non-streaming logprobs: chat "content" array or completions object */
+    double t_last;    /* the previous token, for inter-token latency */
+    bool tools;       /* output goes through the tool-call parser */
+    core_buf content; /* non-streaming with tools: the text outside the calls */
+    srv_tool_parser tp;
+    int calls_sent; /* streams: tool calls already sent */
 } srv_choice;
 
 struct srv_job {
@@ -62,6 +66,8 @@ static void job_free(srv_job *j)
         eng_req_release(j->ch[i].req);
         core_buf_free(&j->ch[i].text);
         json_decref(j->ch[i].lp);
+        if (j->ch[i].tools) srv_tools_free(&j->ch[i].tp);
+        core_buf_free(&j->ch[i].content);
     }
     srv_gen_free(&j->g);
     core_buf_free(&j->out);
@@ -148,9 +154,10 @@ static void completion_logprobs_add(const srv_job *j, json_t *lp, const eng_even
     json_array_append_new(json_object_get(lp, "text_offset"), json_integer((json_int_t)offset));
 }
 
-static const char *finish_name(eng_finish f)
+static const char *finish_name(const srv_choice *c)
 {
-    return f == ENG_FINISH_LENGTH ? "length" : "stop";
+    if (c->tools && c->tp.n_calls > 0) return "tool_calls";
+    return c->finish == ENG_FINISH_LENGTH ? "length" : "stop";
 }
 
 static json_t *usage_json(const srv_job *j)
@@ -320,12 +327,63 @@ static void job_log(srv_job *j, int status)
     free(response);
 }
 
+/* Sends the calls the parser completed since the last time, one chunk each. */
+static void sse_tool_calls(srv_job *j, srv_choice *c)
+{
+    for (; c->calls_sent < c->tp.n_calls; c->calls_sent++) {
+        json_t *chunk = envelope(j, "chat.completion.chunk");
+        json_t *delta = json_object();
+        if (!c->sent_role) json_object_set_new(delta, "role", json_string("assistant"));
+        c->sent_role = true;
+        json_object_set_new(
+            delta, "tool_calls",
+            json_pack("[o]", srv_tool_call_json(&c->tp.calls[c->calls_sent], c->calls_sent, true)));
+        json_object_set_new(chunk, "choices",
+                            json_pack("[{s:i,s:o,s:n,s:n}]", "index", c->index, "delta", delta,
+                                      "logprobs", "finish_reason"));
+        if (j->g.include_usage) json_object_set_new(chunk, "usage", json_null());
+        sse_json(j, chunk);
+    }
+}
+
+/* A stream with tools: text that cannot be a call goes out as content at once, calls as
+ * delta.tool_calls when complete. */
+static void stream_through_tools(srv_job *j, srv_choice *c, const char *text, size_t len,
+                                 const eng_event *ev)
+{
+    core_buf content;
+    core_buf_init(&content, 64u << 20);
+    srv_tools_feed(&c->tp, text, len, &content);
+    if (content.len || (ev && j->g.logprobs))
+        sse_chunk(j, c, content.data ? content.data : "", content.len, ev, NULL);
+    core_buf_free(&content);
+    sse_tool_calls(j, c);
+}
+
+/* The last chunk of a stream's choice: the rest of the text (and calls), the finish reason. */
+static void stream_done(srv_job *j, srv_choice *c, const eng_event *ev)
+{
+    if (!c->tools) {
+        sse_chunk(j, c, ev->text, ev->text_len, NULL, finish_name(c));
+        return;
+    }
+    stream_through_tools(j, c, ev->text, ev->text_len, NULL);
+    core_buf content;
+    core_buf_init(&content, 64u << 20);
+    srv_tools_finish(&c->tp, &content);
+    sse_chunk(j, c, content.data ? content.data : "", content.len, NULL, finish_name(c));
+    core_buf_free(&content);
+}
+
 static void on_token(srv_job *j, srv_choice *c, const eng_event *ev)
 {
     observe_token(j, c, ev);
     if (j->g.stream) {
         if (!j->g.no_content_logs) core_buf_append(&c->text, ev->text, ev->text_len);
-        sse_chunk(j, c, ev->text, ev->text_len, ev, NULL);
+        if (c->tools)
+            stream_through_tools(j, c, ev->text, ev->text_len, ev);
+        else
+            sse_chunk(j, c, ev->text, ev->text_len, ev, NULL);
         return;
     }
     const size_t offset = c->text.len;
@@ -356,11 +414,18 @@ static void on_done(srv_job *j, srv_choice *c, const eng_event *ev)
             sse_json(j, json_pack("{s:{s:s,s:s}}", "error", "message", c->error_msg, "type",
                                   "server_error"));
         } else {
-            sse_chunk(j, c, ev->text, ev->text_len, NULL, finish_name(ev->finish));
+            stream_done(j, c, ev);
         }
         if (j->n_done == j->g.n) sse_finish(j);
     } else if (!j->g.stream) {
         core_buf_append(&c->text, ev->text, ev->text_len);
+        if (c->tools) {
+            core_buf content;
+            core_buf_init(&content, 64u << 20);
+            srv_tools_feed(&c->tp, c->text.data ? c->text.data : "", c->text.len, &content);
+            srv_tools_finish(&c->tp, &content);
+            c->content = content; /* the text without the calls */
+        }
     }
 }
 
@@ -466,6 +531,11 @@ static srv_job *job_new(srv *s, struct MHD_Connection *conn, srv_gen *g)
         j->ch[i].job = j;
         j->ch[i].index = i;
         core_buf_init(&j->ch[i].text, 64u << 20);
+        core_buf_init(&j->ch[i].content, 64u << 20);
+        j->ch[i].tools = j->g.tools && j->g.tool_choice != SRV_TOOL_NONE;
+        if (j->ch[i].tools)
+            srv_tools_init(&j->ch[i].tp, s->models[j->g.model].tool_family,
+                           j->g.parallel_tool_calls);
         if (j->g.logprobs && !j->g.stream)
             j->ch[i].lp = j->g.chat ? json_array() : completion_logprobs_new();
     }
@@ -531,17 +601,33 @@ bool srv_job_finished(srv_job *j)
     return done;
 }
 
+/* The chat message: content (null when only tool calls were written) and tool_calls. */
+static json_t *response_message(const srv_choice *c)
+{
+    const core_buf *t = c->tools ? &c->content : &c->text;
+    const bool calls = c->tools && c->tp.n_calls > 0;
+    json_t *content =
+        calls && t->len == 0 ? json_null() : json_text(t->data ? t->data : "", t->len);
+    json_t *m = json_pack("{s:s,s:o}", "role", "assistant", "content", content);
+    if (calls) {
+        json_t *a = json_array();
+        for (int i = 0; i < c->tp.n_calls; i++)
+            json_array_append_new(a, srv_tool_call_json(&c->tp.calls[i], i, false));
+        json_object_set_new(m, "tool_calls", a);
+    }
+    return m;
+}
+
 static json_t *response_choice(const srv_job *j, const srv_choice *c)
 {
-    json_t *text = json_text(c->text.data ? c->text.data : "", c->text.len);
     json_t *lp = json_null();
     if (c->lp) lp = j->g.chat ? json_pack("{s:O}", "content", c->lp) : json_incref(c->lp);
     if (j->g.chat)
-        return json_pack("{s:i,s:{s:s,s:o},s:o,s:s}", "index", c->index, "message", "role",
-                         "assistant", "content", text, "logprobs", lp, "finish_reason",
-                         finish_name(c->finish));
+        return json_pack("{s:i,s:o,s:o,s:s}", "index", c->index, "message", response_message(c),
+                         "logprobs", lp, "finish_reason", finish_name(c));
+    json_t *text = json_text(c->text.data ? c->text.data : "", c->text.len);
     return json_pack("{s:i,s:o,s:o,s:s}", "index", c->index, "text", text, "logprobs", lp,
-                     "finish_reason", finish_name(c->finish));
+                     "finish_reason", finish_name(c));
 }
 
 enum MHD_Result srv_job_respond(srv_job *j, struct MHD_Connection *conn)

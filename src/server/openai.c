@@ -31,6 +31,7 @@ void srv_gen_free(srv_gen *g)
 {
     free(g->prompt);
     free(g->log_prompt);
+    json_decref(g->tools);
     free(g->bias_tokens);
     free(g->bias_values);
     for (int i = 0; i < g->n_stops; i++) free(g->stops[i]);
@@ -290,7 +291,8 @@ static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
         const srv_model *m = &s->models[g->model];
         core_buf text;
         core_buf_init(&text, s->cfg.max_body * 4 + 4096);
-        bool ok = srv_chat_render(m, json_object_get(body, "messages"), &text, e);
+        json_t *tools = g->tool_choice != SRV_TOOL_NONE ? g->tools : NULL;
+        bool ok = srv_chat_render(m, json_object_get(body, "messages"), tools, &text, e);
         const size_t nb = strlen(m->bos_text);
         const bool has_bos = ok && nb && text.len >= nb && !memcmp(text.data, m->bos_text, nb);
         ok = ok && tokenize(s, g, text.data ? text.data : "", text.len, !has_bos, e, "messages") &&
@@ -353,7 +355,8 @@ bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, 
          parse_stream(root, g, e) && parse_lengths(root, g, e) && parse_sampling(root, g, e) &&
          parse_stops(root, g, e) && parse_logprobs(root, g, e) &&
          parse_logit_bias(root, mica_model_n_vocab(s->models[g->model].m), g, e) &&
-         parse_tier(s, root, g, e) && parse_prompt(s, root, g, e) && check_length(s, g, e);
+         parse_tier(s, root, g, e) && srv_parse_tools(root, g, e) && parse_prompt(s, root, g, e) &&
+         check_length(s, g, e);
     json_decref(root);
     if (!ok) srv_gen_free(g);
     return ok;

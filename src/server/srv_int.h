@@ -65,6 +65,7 @@ typedef struct srv_model {
     struct tmpl_template *tmpl;      /* the model's chat template, NULL: chat_format */
     char chat_format[16];            /* "chatml", "llama3", "llama2" */
     char bos_text[64], eos_text[64]; /* special token texts ("" when none) */
+    int tool_family;                 /* srv_tool_family of its template */
     int64_t created;
     mica_context *embed_ctx; /* /v1/embeddings, one request at a time */
     pthread_mutex_t embed_mu;
@@ -114,6 +115,53 @@ struct srv {
     store *log; /* the request log (DATA_DIR/requests.db) */
 };
 
+/* ---- tool calling (tools.c) ------------------------------------------------------------ */
+
+#define SRV_MAX_TOOL_CALLS 16
+
+/* How a model writes tool calls (picked from its chat template's text). */
+typedef enum srv_tool_family {
+    SRV_TOOLS_HERMES,
+    SRV_TOOLS_LLAMA3,
+    SRV_TOOLS_MISTRAL
+} srv_tool_family;
+
+typedef enum srv_tool_choice {
+    SRV_TOOL_NONE,
+    SRV_TOOL_AUTO,
+    SRV_TOOL_REQUIRED,
+    SRV_TOOL_NAMED
+} srv_tool_choice;
+
+typedef struct srv_tool_call {
+    char id[32];     /* "call_" + 24 hex digits */
+    char *name;      /* owned */
+    char *arguments; /* owned: JSON text, as OpenAI sends it */
+} srv_tool_call;
+
+/* The incremental parser of one choice's output. */
+typedef struct srv_tool_parser {
+    srv_tool_family family;
+    bool parallel;         /* false: calls after the first are dropped */
+    bool in_call, decided; /* inside a call; (Llama 3) whether the answer is calls */
+    core_buf held;         /* text that may still become part of a call */
+    srv_tool_call calls[SRV_MAX_TOOL_CALLS];
+    int n_calls;
+} srv_tool_parser;
+
+srv_tool_family srv_tools_family(const char *template_text);
+void srv_tools_init(srv_tool_parser *p, srv_tool_family family, bool parallel);
+void srv_tools_free(srv_tool_parser *p);
+/* Feeds generated text: appends to content what is surely not a call; completed calls are
+ * added to p->calls. srv_tools_finish releases whatever is still held as content. False only
+ * when memory runs out. */
+bool srv_tools_feed(srv_tool_parser *p, const char *text, size_t len, core_buf *content);
+bool srv_tools_finish(srv_tool_parser *p, core_buf *content);
+/* {"id", "type": "function", "function": {"name", "arguments"}} (+ "index" for streams). */
+json_t *srv_tool_call_json(const srv_tool_call *c, int index, bool with_index);
+/* The Hermes-style system text describing the tools, for models without a template. */
+bool srv_tools_system_text(json_t *tools, core_buf *out);
+
 /* ---- a parsed generation request (openai.c) -------------------------------------------- */
 
 typedef struct srv_gen {
@@ -137,6 +185,10 @@ typedef struct srv_gen {
     char key_id[24];      /* the caller's key, "" without keys */
     bool no_content_logs; /* keep prompt and answer out of every log (set before parsing too) */
     char *log_prompt;     /* owned: the prompt as the request log stores it; NULL when not */
+    json_t *tools;        /* owned: the request's tools (NULL: none) */
+    srv_tool_choice tool_choice;
+    char tool_name[72]; /* SRV_TOOL_NAMED */
+    bool parallel_tool_calls;
     const char *endpoint; /* "/v1/chat/completions" or "/v1/completions" */
 } srv_gen;
 
@@ -169,11 +221,15 @@ bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
  * set by the caller (header, key, server) stays set; "disable_logs": true in the body sets it. */
 bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, srv_error *e);
 void srv_gen_free(srv_gen *g);
+/* tools, tool_choice, parallel_tool_calls (tools.c). */
+bool srv_parse_tools(json_t *body, srv_gen *g, srv_error *e);
 
-/* Renders the prompt of a chat request with the model's template or format (chat.c): a
+/* Renders the prompt of a chat request (and its tools, NULL: none) with the model's template
+ * or format (chat.c): a
  * template's error is a 500 naming the template line. A prompt that starts with the BOS
  * text is tokenized without another BOS. */
-bool srv_chat_render(const srv_model *m, json_t *messages, core_buf *out, srv_error *e);
+bool srv_chat_render(const srv_model *m, json_t *messages, json_t *tools, core_buf *out,
+                     srv_error *e);
 /* Parses the model's chat template (a warning on stderr when it cannot) or picks a built-in
  * format; srv_chat_free frees the template. */
 void srv_chat_init(srv_model *m);

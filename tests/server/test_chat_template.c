@@ -2,7 +2,8 @@
  * test_chat_template.c - the gateway renders chat prompts with the model's own Jinja template:
  * stories260K is given Qwen2.5's real template (tokenizer.chat_template), and the prompt the
  * server built for a conversation (read back from its request log) is byte-for-byte the
- * rendering Hugging Face transformers made of that conversation (../shared/testdata/templates).
+ * rendering Hugging Face transformers made of that conversation (../shared/testdata/templates),
+ * tools and earlier tool calls included.
  * Text parts are joined into a string before the template sees them. A template that raises
  * answers 500 naming the template line; a template the renderer cannot
  * parse falls back to the built-in format with a warning, and the server keeps serving.
@@ -47,7 +48,7 @@ static srv *start(const char *dir, const char *model)
     srv_config_defaults(&c);
     c.port = 0;
     c.n_parallel = 1;
-    c.n_ctx = 1024;
+    c.n_ctx = 2048;
     c.n_batch = 32;
     c.n_threads = 1;
     snprintf(c.data_dir, sizeof c.data_dir, "%s", dir);
@@ -80,11 +81,12 @@ static char *stored_prompt(const char *dir, const char *id)
     return prompt;
 }
 
-/* POSTs the messages of a conversation file; returns the reply. */
-static reply chat(uint16_t port, json_t *messages)
+/* POSTs the messages (and tools, may be NULL) of a conversation; returns the reply. */
+static reply chat(uint16_t port, json_t *messages, json_t *tools)
 {
     json_t *body = json_pack("{s:s,s:O,s:i,s:i}", "model", "stories", "messages", messages,
                              "max_tokens", 2, "temperature", 0);
+    if (tools) json_object_set(body, "tools", tools);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     reply r = http_perform(&(http_req){.port = port, .path = "/v1/chat/completions", .body = text});
@@ -109,8 +111,13 @@ static void test_renders_like_transformers(void **state)
     srv *s = start(dir, model);
 
     /* Conversations rendered with add_generation_prompt, as the gateway always asks. */
-    static const char *const convs[] = {"system_user", "multi_turn", "chinese", "whitespace",
-                                        "system_user"};
+    static const char *const convs[] = {"system_user",
+                                        "multi_turn",
+                                        "chinese",
+                                        "whitespace",
+                                        "system_user",
+                                        "tools_user",
+                                        "tool_call_roundtrip_openai"};
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
         snprintf(path, sizeof path, "%s/conversations/%s.json", tdir, convs[i]);
         json_error_t je;
@@ -123,7 +130,8 @@ static void test_renders_like_transformers(void **state)
                 user, "content",
                 json_pack("[{s:s,s:O}]", "type", "text", "text", json_object_get(user, "content")));
         }
-        reply r = chat(srv_port(s), json_object_get(conv, "messages"));
+        reply r =
+            chat(srv_port(s), json_object_get(conv, "messages"), json_object_get(conv, "tools"));
         if (r.status != 200) fail_msg("%s: %ld %s", convs[i], r.status, r.body);
         json_t *resp = json_loads(r.body, 0, &je);
         char *got = stored_prompt(dir, json_string_value(json_object_get(resp, "id")));
@@ -156,14 +164,14 @@ static void test_template_errors(void **state)
                                "messages') }}{% endif %}{% endfor %}");
     srv *s = start(dir, model);
     json_t *msgs = json_pack("[{s:s,s:s}]", "role", "system", "content", "Be brief.");
-    reply r = chat(srv_port(s), msgs);
+    reply r = chat(srv_port(s), msgs, NULL);
     assert_int_equal(r.status, 500);
     assert_non_null(strstr(r.body, ":2:"));
     assert_non_null(strstr(r.body, "no system messages"));
     reply_free(&r);
     json_decref(msgs);
     msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", "Hi");
-    r = chat(srv_port(s), msgs);
+    r = chat(srv_port(s), msgs, NULL);
     assert_int_equal(r.status, 200);
     reply_free(&r);
     srv_stop(s);
@@ -171,7 +179,7 @@ static void test_template_errors(void **state)
     /* Unparseable: the built-in format serves instead. */
     model_with_template(model, "{% for m in messages %}{{ m.content }");
     s = start(dir, model);
-    r = chat(srv_port(s), msgs);
+    r = chat(srv_port(s), msgs, NULL);
     assert_int_equal(r.status, 200);
     reply_free(&r);
     json_decref(msgs);
