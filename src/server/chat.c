@@ -1,10 +1,9 @@
 /*
- * chat.c - turns the "messages" of a chat request into prompt text: with the model's own
- * Jinja chat template (tokenizer.chat_template, rendered by src/template as transformers
- * would, with add_generation_prompt and the model's BOS/EOS texts), or, for a model without
- * one (or with one the renderer cannot parse), with one of three built-in formats (ChatML,
- * Llama-3, Llama-2) guessed from the template's text. The text is tokenized with special
- * tokens parsed. Called by openai.c; srv_chat_init / srv_chat_free by http.c.
+ * chat.c - turns the "messages" (and "tools") of a chat request into prompt text with the
+ * model's chat format (src/template's tmpl_chat: its own Jinja template rendered as
+ * transformers would, or a built-in ChatML / Llama-3 / Llama-2 format). Checks roles and
+ * content here, so that every format gets messages of the same shape. Called by openai.c;
+ * srv_chat_init / srv_chat_free by http.c.
  */
 #include "srv_int.h"
 #include "template/tmpl_json.h"
@@ -13,53 +12,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void pick_builtin_format(srv_model *m)
+mica_status srv_chat_init(srv_model *m, mica_err *err)
 {
-    char tmpl[8192];
-    const int64_t n = mica_model_meta_str(m->m, "tokenizer.chat_template", tmpl, sizeof tmpl);
-    const char *f = "chatml";
-    if (n > 0 && strstr(tmpl, "<|start_header_id|>"))
-        f = "llama3";
-    else if (n > 0 && strstr(tmpl, "[INST]") && !strstr(tmpl, "<|im_start|>"))
-        f = "llama2";
-    snprintf(m->chat_format, sizeof m->chat_format, "%s", f);
-}
-
-/* The text of a special token (BOS/EOS) into buf; "" when the model has none. */
-static void special_text(const srv_model *m, mica_token t, char *buf, size_t cap)
-{
-    size_t n = t >= 0 ? mica_token_to_piece(m->m, t, true, buf, cap - 1) : 0;
-    buf[n < cap ? n : cap - 1] = '\0';
-}
-
-void srv_chat_init(srv_model *m)
-{
-    pick_builtin_format(m);
-    m->tool_family = SRV_TOOLS_HERMES; /* what the built-in tools prompt asks for */
-    special_text(m, mica_model_bos(m->m), m->bos_text, sizeof m->bos_text);
-    special_text(m, mica_model_eos(m->m), m->eos_text, sizeof m->eos_text);
-    const int64_t n = mica_model_meta_str(m->m, "tokenizer.chat_template", NULL, 0);
-    if (n <= 0) return;
-    char *src = malloc((size_t)n + 1);
-    if (!src) return;
-    mica_model_meta_str(m->m, "tokenizer.chat_template", src, (size_t)n + 1);
-    char name[SRV_NAME_MAX + 32];
-    snprintf(name, sizeof name, "%s:chat_template", m->name);
-    mica_err err;
-    if (!tmpl_parse(&m->tmpl, name, src, (size_t)n, &err)) {
-        m->tool_family = srv_tools_family(src);
-    } else {
-        /* The server still serves the model; say once why its prompts look different. */
-        fprintf(stderr, "mica: %s; using the built-in %s format\n", err.msg, m->chat_format);
-        m->tmpl = NULL;
-    }
-    free(src);
+    const mica_status st = tmpl_chat_new(&m->chat, m->m, m->name, err);
+    if (st) return st;
+    /* The server still serves the model; say once why its prompts look different. */
+    if (tmpl_chat_warning(m->chat))
+        fprintf(stderr, "mica: %s; using the built-in %s format\n", tmpl_chat_warning(m->chat),
+                tmpl_chat_format(m->chat));
+    /* Built-in formats ask for Hermes-style calls. */
+    m->tool_family = strcmp(tmpl_chat_format(m->chat), "model")
+                         ? SRV_TOOLS_HERMES
+                         : srv_tools_family(tmpl_chat_source(m->chat));
+    return MICA_OK;
 }
 
 void srv_chat_free(srv_model *m)
 {
-    tmpl_free(m->tmpl);
-    m->tmpl = NULL;
+    tmpl_chat_free(m->chat);
+    m->chat = NULL;
 }
 
 /* The text of a message's content: a string, or an array of {"type":"text","text":...} whose
@@ -92,67 +63,6 @@ static bool content_text(json_t *content, int i, core_buf *out, srv_error *e)
     return true;
 }
 
-typedef struct chat_msg {
-    const char *role; /* "system", "user", "assistant", "tool" */
-    core_buf text;
-} chat_msg;
-
-static bool put(core_buf *out, const char *s, srv_error *e)
-{
-    return core_buf_append(out, s, strlen(s)) ||
-           srv_fail(e, 400, "messages", "the conversation is too long");
-}
-
-static bool put_msg(core_buf *out, const chat_msg *m, srv_error *e)
-{
-    return core_buf_append(out, m->text.data ? m->text.data : "", m->text.len) ||
-           srv_fail(e, 400, "messages", "the conversation is too long");
-}
-
-static bool render_chatml(const chat_msg *msgs, size_t n, core_buf *out, srv_error *e)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!put(out, "<|im_start|>", e) || !put(out, msgs[i].role, e) || !put(out, "\n", e) ||
-            !put_msg(out, &msgs[i], e) || !put(out, "<|im_end|>\n", e))
-            return false;
-    return put(out, "<|im_start|>assistant\n", e);
-}
-
-static bool render_llama3(const chat_msg *msgs, size_t n, core_buf *out, srv_error *e)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!put(out, "<|start_header_id|>", e) || !put(out, msgs[i].role, e) ||
-            !put(out, "<|end_header_id|>\n\n", e) || !put_msg(out, &msgs[i], e) ||
-            !put(out, "<|eot_id|>", e))
-            return false;
-    return put(out, "<|start_header_id|>assistant<|end_header_id|>\n\n", e);
-}
-
-/* [INST] user [/INST] answer</s><s>[INST] ...; a system message goes into the first turn. */
-static bool render_llama2(const chat_msg *msgs, size_t n, core_buf *out, srv_error *e)
-{
-    const chat_msg *sys = NULL;
-    bool first = true;
-    for (size_t i = 0; i < n; i++) {
-        const chat_msg *m = &msgs[i];
-        if (!strcmp(m->role, "system")) {
-            sys = m;
-            continue;
-        }
-        if (!strcmp(m->role, "assistant")) {
-            if (!put(out, " ", e) || !put_msg(out, m, e) || !put(out, "</s><s>", e)) return false;
-            continue;
-        }
-        if (!put(out, "[INST] ", e)) return false;
-        if (sys && first &&
-            (!put(out, "<<SYS>>\n", e) || !put_msg(out, sys, e) || !put(out, "\n<</SYS>>\n\n", e)))
-            return false;
-        first = false;
-        if (!put_msg(out, m, e) || !put(out, " [/INST]", e)) return false;
-    }
-    return true;
-}
-
 static const char *role_name(json_t *role)
 {
     static const char *const roles[] = {"system", "user", "assistant", "tool"};
@@ -165,114 +75,65 @@ static const char *role_name(json_t *role)
 }
 
 /* The messages as the template sees them: as sent (tool calls, names, ...), with text parts
- * joined into one string (most templates expect a string: srv_chat_render's text of it) and
- * "developer" renamed "system", which templates know. */
-static bool template_messages(json_t *messages, const chat_msg *msgs, tmpl_value **out,
-                              srv_error *e)
+ * joined into one string (most templates expect a string) and "developer" renamed "system",
+ * which templates know. */
+static bool template_messages(json_t *messages, tmpl_value **out, core_buf *scratch, srv_error *e)
 {
+    if (!json_is_array(messages) || json_array_size(messages) == 0)
+        return srv_fail(e, 400, "messages", "'messages' must be a non-empty array");
     json_t *copy = json_deep_copy(messages);
     if (!copy) return srv_fail(e, 500, "messages", "out of memory");
+    bool ok = true;
     size_t i;
     json_t *msg;
     json_array_foreach(copy, i, msg)
     {
-        json_object_set_new(msg, "role", json_string(msgs[i].role));
-        if (json_is_array(json_object_get(msg, "content")))
-            json_object_set_new(
-                msg, "content",
-                json_stringn(msgs[i].text.data ? msgs[i].text.data : "", msgs[i].text.len));
-    }
-    mica_err err;
-    const mica_status st = tmpl_from_json(copy, out, "messages", &err);
-    json_decref(copy);
-    return !st || srv_fail(e, 400, "messages", "%s", err.msg);
-}
-
-static bool render_template(const srv_model *m, json_t *messages, const chat_msg *parsed,
-                            json_t *tools, core_buf *out, srv_error *e)
-{
-    tmpl_value *msgs, *tl = NULL;
-    if (!template_messages(messages, parsed, &msgs, e)) return false;
-    mica_err err;
-    if (tools && tmpl_from_json(tools, &tl, "tools", &err)) {
-        tmpl_value_free(msgs);
-        return srv_fail(e, 400, "tools", "%s", err.msg);
-    }
-    const tmpl_render_params p = {
-        .messages = msgs,
-        .tools = tl,
-        .add_generation_prompt = true,
-        .bos_token = m->bos_text[0] ? m->bos_text : NULL,
-        .eos_token = m->eos_text[0] ? m->eos_text : NULL,
-    };
-    char *text = NULL;
-    size_t len = 0;
-    const mica_status st = tmpl_render(m->tmpl, &p, &text, &len, &err);
-    tmpl_value_free(msgs);
-    tmpl_value_free(tl);
-    bool ok = !st || srv_fail(e, 500, "messages", "the chat template failed: %s", err.msg);
-    if (ok && !core_buf_append(out, text, len))
-        ok = srv_fail(e, 400, "messages", "the conversation is too long");
-    free(text);
-    return ok;
-}
-
-/* Built-in formats with tools: their description goes into the system message (a new one
- * first when the conversation has none). Returns the messages to render: msgs or msgs - 1. */
-static chat_msg *add_tools_system(chat_msg *msgs, json_t *tools, srv_error *e, bool *ok)
-{
-    chat_msg *sys = !strcmp(msgs[0].role, "system") ? &msgs[0] : &msgs[-1];
-    if (sys != &msgs[0]) sys->role = "system";
-    if ((sys->text.len && !core_buf_append(&sys->text, "\n\n", 2)) ||
-        !srv_tools_system_text(tools, &sys->text))
-        *ok = srv_fail(e, 400, "tools", "the conversation is too long");
-    return sys;
-}
-
-static bool render_builtin(const srv_model *m, chat_msg *msgs, size_t n, json_t *tools,
-                           core_buf *out, srv_error *e)
-{
-    bool ok = true;
-    if (tools) {
-        chat_msg *first = add_tools_system(msgs, tools, e, &ok);
-        n += (size_t)(msgs - first);
-        msgs = first;
-    }
-    if (!ok) return false;
-    if (!strcmp(m->chat_format, "llama3")) return render_llama3(msgs, n, out, e);
-    if (!strcmp(m->chat_format, "llama2")) return render_llama2(msgs, n, out, e);
-    return render_chatml(msgs, n, out, e);
-}
-
-bool srv_chat_render(const srv_model *m, json_t *messages, json_t *tools, core_buf *out,
-                     srv_error *e)
-{
-    if (!json_is_array(messages) || json_array_size(messages) == 0)
-        return srv_fail(e, 400, "messages", "'messages' must be a non-empty array");
-    const size_t n = json_array_size(messages);
-    /* One spare message in front: the system message that describes tools when none is. */
-    chat_msg *all = core_calloc(n + 1, sizeof *all), *msgs = all + 1;
-    if (!all) return srv_fail(e, 500, "messages", "out of memory");
-    core_buf_init(&all[0].text, out->max);
-    bool ok = true;
-    for (size_t i = 0; i < n && ok; i++) {
-        json_t *msg = json_array_get(messages, i);
         char param[64];
         snprintf(param, sizeof param, "messages[%zu].role", i);
-        core_buf_init(&msgs[i].text, out->max);
+        const char *role = json_is_object(msg) ? role_name(json_object_get(msg, "role")) : NULL;
         if (!json_is_object(msg)) {
             ok = srv_fail(e, 400, param, "messages[%zu] must be an object", i);
-        } else if (!(msgs[i].role = role_name(json_object_get(msg, "role")))) {
+        } else if (!role) {
             ok = srv_fail(e, 400, param,
                           "%s must be one of system, developer, user, assistant, tool", param);
         } else {
-            ok = content_text(json_object_get(msg, "content"), (int)i, &msgs[i].text, e);
+            json_object_set_new(msg, "role", json_string(role));
+            scratch->len = 0;
+            json_t *content = json_object_get(msg, "content");
+            ok = content_text(content, (int)i, scratch, e);
+            if (ok && json_is_array(content))
+                json_object_set_new(msg, "content",
+                                    json_stringn(scratch->data ? scratch->data : "", scratch->len));
         }
+        if (!ok) break;
     }
-    if (ok)
-        ok = m->tmpl ? render_template(m, messages, msgs, tools, out, e)
-                     : render_builtin(m, msgs, n, tools, out, e);
-    for (size_t i = 0; i <= n; i++) core_buf_free(&all[i].text);
-    free(all);
+    mica_err err;
+    if (ok && tmpl_from_json(copy, out, "messages", &err))
+        ok = srv_fail(e, 400, "messages", "%s", err.msg);
+    json_decref(copy);
+    return ok;
+}
+
+bool srv_chat_render(const srv_model *m, json_t *messages, json_t *tools, core_buf *out,
+                     bool *has_bos, srv_error *e)
+{
+    tmpl_value *msgs = NULL, *tl = NULL;
+    core_buf scratch;
+    core_buf_init(&scratch, out->max);
+    bool ok = template_messages(messages, &msgs, &scratch, e);
+    core_buf_free(&scratch);
+    mica_err err;
+    if (ok && tools && tmpl_from_json(tools, &tl, "tools", &err))
+        ok = srv_fail(e, 400, "tools", "%s", err.msg);
+    char *text = NULL;
+    size_t len = 0;
+    if (ok && tmpl_chat_render(m->chat, msgs, tl, true, &text, &len, &err))
+        ok = srv_fail(e, 500, "messages", "the chat template failed: %s", err.msg);
+    if (ok && !core_buf_append(out, text, len))
+        ok = srv_fail(e, 400, "messages", "the conversation is too long");
+    *has_bos = ok && tmpl_chat_has_bos(m->chat, text, len);
+    free(text);
+    tmpl_value_free(msgs);
+    tmpl_value_free(tl);
     return ok;
 }

@@ -316,7 +316,7 @@ static mica_status load_models(srv *s, mica_err *err)
         if ((st = eng_sched_start(m->sched, err))) return st;
         if ((st = srv_embed_init(m, &s->cfg, err))) return core_fail_prefix(err, m->name);
         m->embed_ready = true;
-        srv_chat_init(m);
+        if ((st = srv_chat_init(m, err))) return core_fail_prefix(err, m->name);
         m->created = (int64_t)time(NULL);
     }
     return MICA_OK;

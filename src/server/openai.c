@@ -292,9 +292,8 @@ static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
         core_buf text;
         core_buf_init(&text, s->cfg.max_body * 4 + 4096);
         json_t *tools = g->tool_choice != SRV_TOOL_NONE ? g->tools : NULL;
-        bool ok = srv_chat_render(m, json_object_get(body, "messages"), tools, &text, e);
-        const size_t nb = strlen(m->bos_text);
-        const bool has_bos = ok && nb && text.len >= nb && !memcmp(text.data, m->bos_text, nb);
+        bool has_bos = false;
+        bool ok = srv_chat_render(m, json_object_get(body, "messages"), tools, &text, &has_bos, e);
         ok = ok && tokenize(s, g, text.data ? text.data : "", text.len, !has_bos, e, "messages") &&
              keep_log_prompt(g, text.data ? text.data : "", text.len, e);
         core_buf_free(&text);

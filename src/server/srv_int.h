@@ -62,10 +62,8 @@ typedef struct srv_model {
     char name[SRV_NAME_MAX];
     mica_model *m;
     eng_sched *sched;
-    struct tmpl_template *tmpl;      /* the model's chat template, NULL: chat_format */
-    char chat_format[16];            /* "chatml", "llama3", "llama2" */
-    char bos_text[64], eos_text[64]; /* special token texts ("" when none) */
-    int tool_family;                 /* srv_tool_family of its template */
+    struct tmpl_chat *chat; /* its chat format (src/template) */
+    int tool_family;        /* srv_tool_family of its template */
     int64_t created;
     mica_context *embed_ctx; /* /v1/embeddings, one request at a time */
     pthread_mutex_t embed_mu;
@@ -159,8 +157,6 @@ bool srv_tools_feed(srv_tool_parser *p, const char *text, size_t len, core_buf *
 bool srv_tools_finish(srv_tool_parser *p, core_buf *content);
 /* {"id", "type": "function", "function": {"name", "arguments"}} (+ "index" for streams). */
 json_t *srv_tool_call_json(const srv_tool_call *c, int index, bool with_index);
-/* The Hermes-style system text describing the tools, for models without a template. */
-bool srv_tools_system_text(json_t *tools, core_buf *out);
 
 /* ---- a parsed generation request (openai.c) -------------------------------------------- */
 
@@ -229,10 +225,10 @@ bool srv_parse_tools(json_t *body, srv_gen *g, srv_error *e);
  * template's error is a 500 naming the template line. A prompt that starts with the BOS
  * text is tokenized without another BOS. */
 bool srv_chat_render(const srv_model *m, json_t *messages, json_t *tools, core_buf *out,
-                     srv_error *e);
-/* Parses the model's chat template (a warning on stderr when it cannot) or picks a built-in
- * format; srv_chat_free frees the template. */
-void srv_chat_init(srv_model *m);
+                     bool *has_bos, srv_error *e);
+/* Loads the model's chat format (a warning on stderr when its template does not parse and a
+ * built-in format serves instead); srv_chat_free frees it. */
+mica_status srv_chat_init(srv_model *m, mica_err *err);
 void srv_chat_free(srv_model *m);
 
 /* ---- jobs (job.c) ---------------------------------------------------------------------- */

@@ -409,26 +409,3 @@ json_t *srv_tool_call_json(const srv_tool_call *c, int index, bool with_index)
     if (with_index) json_object_set_new(o, "index", json_integer(index));
     return o;
 }
-
-/* ---- prompts without a template --------------------------------------------------------- */
-
-bool srv_tools_system_text(json_t *tools, core_buf *out)
-{
-    static const char head[] =
-        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
-    static const char tail[] =
-        "\n</tools>\n\nFor each function call, return a json object with function name and "
-        "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
-        "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
-    bool ok = core_buf_append(out, head, sizeof head - 1);
-    size_t i;
-    json_t *t;
-    json_array_foreach(tools, i, t)
-    {
-        char *s = json_dumps(t, JSON_COMPACT);
-        ok = ok && s && core_buf_append(out, "\n", 1) && core_buf_append(out, s, strlen(s));
-        free(s);
-    }
-    return ok && core_buf_append(out, tail, sizeof tail - 1);
-}

@@ -116,4 +116,26 @@ typedef struct tmpl_render_params {
 mica_status tmpl_render(const tmpl_template *t, const tmpl_render_params *p, char **out,
                         size_t *out_len, mica_err *err);
 
+/* ---- a model's chat format (tmpl_chat.c) ------------------------------------------------ */
+
+/* The model's tokenizer.chat_template, or a built-in format (ChatML, Llama-3, Llama-2 as small
+ * Jinja templates guessed from the template's text) when it has none or it does not parse;
+ * BOS/EOS texts from the model. name prefixes template messages. */
+typedef struct tmpl_chat tmpl_chat;
+
+mica_status tmpl_chat_new(tmpl_chat **out, const mica_model *m, const char *name, mica_err *err);
+void tmpl_chat_free(tmpl_chat *c);
+/* "model" (its own template), "chatml", "llama3" or "llama2". */
+const char *tmpl_chat_format(const tmpl_chat *c);
+/* The model's template text (NULL when it has none), e.g. to tell how it writes tool calls. */
+const char *tmpl_chat_source(const tmpl_chat *c);
+/* Why the model's template was not used (it did not parse), or NULL. */
+const char *tmpl_chat_warning(const tmpl_chat *c);
+/* Renders messages (a list of message dicts) and tools (a list, or NULL) like tmpl_render. */
+mica_status tmpl_chat_render(const tmpl_chat *c, tmpl_value *messages, tmpl_value *tools,
+                             bool add_generation_prompt, char **out, size_t *len, mica_err *err);
+/* Whether the rendered text already starts with the BOS text (then the tokenizer must not add
+ * another). */
+bool tmpl_chat_has_bos(const tmpl_chat *c, const char *text, size_t len);
+
 #endif

@@ -10,8 +10,8 @@
  */
 #define _GNU_SOURCE
 #include "http_client.h"
+#include "gguf_copy.h"
 
-#include "gguf/gguf.h"
 #include "server/srv.h"
 #include "store/store.h"
 
@@ -25,21 +25,7 @@ static void model_with_template(const char *path, const char *tmpl)
 {
     char src[1024];
     TU_SHARED_PATH(src, "testdata/stories260K/models/stories260K.F32.gguf");
-    gguf_file *f;
-    mica_err err;
-    if (gguf_open(&f, src, &err)) fail_msg("%s", err.msg);
-    gguf_writer *w = gguf_writer_new();
-    assert_non_null(w);
-    assert_int_equal(gguf_writer_copy_kv(w, f), MICA_OK);
-    assert_int_equal(gguf_writer_set_str(w, "tokenizer.chat_template", tmpl), MICA_OK);
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        const gguf_tensor *t = &f->tensors[i];
-        if (gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, &err))
-            fail_msg("%s", err.msg);
-    }
-    if (gguf_writer_write(w, path, &err)) fail_msg("%s", err.msg);
-    gguf_writer_free(w);
-    gguf_close(f);
+    tu_gguf_copy_with_str(src, path, "tokenizer.chat_template", tmpl);
 }
 
 static srv *start(const char *dir, const char *model)
