@@ -31,6 +31,19 @@ bool cli_u64(cli_args *a, uint64_t *out);
 bool cli_wants_help(int argc, char **argv);
 int cli_unknown(const cli_args *a); /* "mica: CMD: unknown option 'X' (see --help)" */
 
+/* Sampling options (cli_sampling.c): *handled says whether a->argv[a->i] was one; returns 1
+ * after printing an error for a bad value. CLI_SAMPLING_HELP documents them for --help. */
+int cli_sampling_opt(cli_args *a, mica_sampler_params *sp, bool *handled);
+#define CLI_SAMPLING_HELP                                                                          \
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n"                            \
+    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"              \
+    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"               \
+    "      --min-p P           drop tokens below P x the top probability (default 0.05)\n"         \
+    "      --repeat-penalty R  penalise recently seen tokens (default 1.0 = off)\n"                \
+    "      --repeat-last-n N   how many recent tokens the penalties consider (default 64)\n"       \
+    "      --frequency-penalty F, --presence-penalty P   (default 0)\n"                            \
+    "  -s, --seed S            random seed (default 0); the same seed gives the same text\n"
+
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);

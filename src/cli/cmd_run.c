@@ -20,14 +20,7 @@ static const char run_help[] =
     "  -m, --model FILE        GGUF model\n"
     "  -p, --prompt TEXT       the prompt (BOS is added as the model's metadata says)\n"
     "  -n, --n-predict N       tokens to generate (default 128; -1: until the context is full)\n"
-    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
-    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
-    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0.05)\n"
-    "      --repeat-penalty R  penalise recently seen tokens (default 1.0 = off)\n"
-    "      --repeat-last-n N   how many recent tokens the penalties consider (default 64)\n"
-    "      --frequency-penalty F, --presence-penalty P   (default 0)\n"
-    "  -s, --seed S            random seed (default 0); the same seed gives the same text\n"
+    CLI_SAMPLING_HELP
     "  -c, --ctx N             context size in tokens (default: the model's)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "      --echo              print the prompt before the continuation\n"
@@ -41,49 +34,12 @@ typedef struct run_opts {
     mica_sampler_params sp;
 } run_opts;
 
-static int run_parse_sampling(cli_args *a, mica_sampler_params *sp, bool *handled)
-{
-    double d;
-    long l;
-    *handled = true;
-    if (cli_is(a, NULL, "--temp")) {
-        if (!cli_float(a, 0, 100, &d)) return 1;
-        sp->temperature = (float)d;
-    } else if (cli_is(a, NULL, "--top-k")) {
-        if (!cli_int(a, 0, 1L << 30, &l)) return 1;
-        sp->top_k = (int32_t)l;
-    } else if (cli_is(a, NULL, "--top-p")) {
-        if (!cli_float(a, 0, 1, &d)) return 1;
-        sp->top_p = (float)d;
-    } else if (cli_is(a, NULL, "--min-p")) {
-        if (!cli_float(a, 0, 1, &d)) return 1;
-        sp->min_p = (float)d;
-    } else if (cli_is(a, NULL, "--repeat-penalty")) {
-        if (!cli_float(a, 0.01, 100, &d)) return 1;
-        sp->repeat_penalty = (float)d;
-    } else if (cli_is(a, NULL, "--repeat-last-n")) {
-        if (!cli_int(a, 0, 1L << 20, &l)) return 1;
-        sp->penalty_last_n = (int32_t)l;
-    } else if (cli_is(a, NULL, "--frequency-penalty")) {
-        if (!cli_float(a, -100, 100, &d)) return 1;
-        sp->frequency_penalty = (float)d;
-    } else if (cli_is(a, NULL, "--presence-penalty")) {
-        if (!cli_float(a, -100, 100, &d)) return 1;
-        sp->presence_penalty = (float)d;
-    } else if (cli_is(a, "-s", "--seed")) {
-        if (!cli_u64(a, &sp->seed)) return 1;
-    } else {
-        *handled = false;
-    }
-    return 0;
-}
-
 static int run_parse(int argc, char **argv, run_opts *o)
 {
     cli_args a = {argc, argv, 0};
     for (a.i = 1; a.i < argc; a.i++) {
         bool handled;
-        if (run_parse_sampling(&a, &o->sp, &handled)) return 1;
+        if (cli_sampling_opt(&a, &o->sp, &handled)) return 1;
         if (handled) continue;
         if (cli_is(&a, "-m", "--model")) {
             if (!(o->model = cli_value(&a))) return 1;
