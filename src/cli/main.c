@@ -16,6 +16,7 @@ static const cli_command commands[] = {
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"tokenize", cmd_tokenize, "turn text into token ids"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"chat", cmd_chat, "talk with a model: its chat template, history, /reset"},
     {"logits", cmd_logits, "write the logits of a token sequence to a file"},
     {"quantize", cmd_quantize, "quantize a model (llama-quantize's mix, F16 for chosen tensors)"},
     {"perplexity", cmd_perplexity, "perplexity of a text, and KL divergence from a base model"},

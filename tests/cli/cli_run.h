@@ -34,10 +34,11 @@ static inline void run_tmp_path(char *buf, size_t cap, const char *prefix, const
     snprintf(buf, cap, "%s/%s_%d_%s", tu_tmpdir(), prefix, (int)getpid(), name);
 }
 
-/* Runs build/mica with args (NULL-terminated, without argv[0]); fsize_limit > 0 caps the size
- * of files the child may write (writes fail with EFBIG; SIGXFSZ is ignored so the process sees
- * the error instead of dying). */
-static inline run_result run_mica_limited(const char *const *args, long fsize_limit)
+/* Runs build/mica with args (NULL-terminated, without argv[0]) and standard input from the
+ * file `input` (NULL: /dev/null); fsize_limit > 0 caps the size of files the child may write
+ * (writes fail with EFBIG; SIGXFSZ is ignored so the process sees the error instead of
+ * dying). */
+static inline run_result run_mica_io(const char *const *args, const char *input, long fsize_limit)
 {
     char out_path[512], err_path[512];
     run_tmp_path(out_path, sizeof out_path, "run", "stdout");
@@ -51,6 +52,8 @@ static inline run_result run_mica_limited(const char *const *args, long fsize_li
     if (pid == 0) {
         int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fi = open(input ? input : "/dev/null", O_RDONLY);
+        dup2(fi, 0);
         dup2(fo, 1);
         dup2(fe, 2);
         if (fsize_limit > 0) {
@@ -74,9 +77,14 @@ static inline run_result run_mica_limited(const char *const *args, long fsize_li
     return r;
 }
 
+static inline run_result run_mica_limited(const char *const *args, long fsize_limit)
+{
+    return run_mica_io(args, NULL, fsize_limit);
+}
+
 static inline run_result run_mica(const char *const *args)
 {
-    return run_mica_limited(args, 0);
+    return run_mica_io(args, NULL, 0);
 }
 
 static inline void run_free(run_result *r)
