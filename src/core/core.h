@@ -58,6 +58,16 @@ bool core_buf_append_utf8(core_buf *b, const char *s, size_t n);
 mica_status core_read_file(const char *path, size_t max, char **out, size_t *len, mica_err *err);
 
 /* Seconds from an arbitrary monotonic origin. */
+/* The project's random generator (core_rng.c): xoshiro256** seeded with splitmix64. */
+typedef struct core_rng {
+    uint64_t s[4];
+} core_rng;
+
+void core_rng_seed(core_rng *r, uint64_t seed);
+uint64_t core_rng_next(core_rng *r);
+double core_rng_uniform(core_rng *r);             /* [0, 1) with 53 random bits */
+uint64_t core_rng_below(core_rng *r, uint64_t n); /* uniform in [0, n), n > 0 */
+
 double core_now(void);
 
 /* Number of online CPUs (at least 1). */

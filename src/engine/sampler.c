@@ -23,7 +23,7 @@ struct mica_sampler {
     int32_t *recent;    /* ring of the last penalty_last_n tokens */
     int32_t n_recent, recent_head;
     int32_t *counts; /* (n_vocab) occurrences of each token in the ring */
-    uint64_t rng[4];
+    core_rng rng;
 };
 
 mica_sampler_params mica_sampler_default_params(void)
@@ -40,37 +40,6 @@ mica_sampler_params mica_sampler_default_params(void)
         .seed = 0,
     };
     return p;
-}
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(uint64_t s[4])
-{
-    const uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
-/* Uniform in [0, 1) with 53 random bits. */
-static double rng_uniform(uint64_t s[4])
-{
-    return (double)(rng_next(s) >> 11) * 0x1.0p-53;
 }
 
 mica_status mica_sampler_new(mica_sampler **out, mica_sampler_params p, int32_t n_vocab,
@@ -90,8 +59,7 @@ mica_status mica_sampler_new(mica_sampler **out, mica_sampler_params p, int32_t 
         mica_sampler_free(s);
         return core_fail(err, MICA_ENOMEM, "out of memory");
     }
-    uint64_t seed = p.seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&seed);
+    core_rng_seed(&s->rng, p.seed);
     *out = s;
     return MICA_OK;
 }
@@ -221,7 +189,7 @@ static int32_t draw(mica_sampler *s, const sampler_cand *c, int32_t n)
 {
     double sum = 0.0;
     for (int32_t i = 0; i < n; i++) sum += c[i].p;
-    double r = rng_uniform(s->rng) * sum, acc = 0.0;
+    double r = core_rng_uniform(&s->rng) * sum, acc = 0.0;
     for (int32_t i = 0; i < n; i++) {
         acc += c[i].p;
         if (r < acc) return c[i].id;

@@ -46,12 +46,46 @@ static void test_utf8_roundtrip(void **state)
     assert_int_equal(core_utf8_decode("\xFF", 1, &l), 0xFFFD);
 }
 
+/* splitmix64's published outputs for seed 0 fill the state; the outputs are xoshiro256**'s
+ * (computed from the algorithm's definition in Python, independently of this code). */
+static void test_rng_reference_stream(void **state)
+{
+    (void)state;
+    core_rng r;
+    core_rng_seed(&r, 0);
+    assert_true(r.s[0] == 0xe220a8397b1dcdafull && r.s[1] == 0x6e789e6aa1b965f4ull &&
+                r.s[2] == 0x06c45d188009454full && r.s[3] == 0xf88bb8a8724c81ecull);
+    assert_true(core_rng_next(&r) == 0x99ec5f36cb75f2b4ull);
+    assert_true(core_rng_next(&r) == 0xbf6e1f784956452aull);
+    assert_true(core_rng_next(&r) == 0x1a5f849d4933e6e0ull);
+}
+
+static void test_rng_below_is_uniform(void **state)
+{
+    (void)state;
+    core_rng r;
+    core_rng_seed(&r, 42);
+    int counts[3] = {0};
+    for (int i = 0; i < 30000; i++) {
+        const uint64_t v = core_rng_below(&r, 3);
+        assert_true(v < 3);
+        counts[v]++;
+    }
+    for (int k = 0; k < 3; k++) assert_in_range(counts[k], 9500, 10500);
+    for (int i = 0; i < 1000; i++) {
+        const double u = core_rng_uniform(&r);
+        assert_true(u >= 0.0 && u < 1.0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fail_formats_message),
         cmocka_unit_test(test_buf_respects_cap),
         cmocka_unit_test(test_utf8_roundtrip),
+        cmocka_unit_test(test_rng_reference_stream),
+        cmocka_unit_test(test_rng_below_is_uniform),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
