@@ -255,3 +255,24 @@ bool core_buf_append_utf8(core_buf *out, const char *s, size_t n)
     }
     return true;
 }
+
+bool core_buf_append_json_str(core_buf *b, const char *s, size_t n)
+{
+    if (!core_buf_append(b, "\"", 1)) return false;
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        bool ok;
+        if (c == '"' || c == '\\') {
+            const char esc[2] = {'\\', (char)c};
+            ok = core_buf_append(b, esc, 2);
+        } else if (c == '\n') {
+            ok = core_buf_append(b, "\\n", 2);
+        } else if (c < 0x20) {
+            ok = core_buf_printf(b, "\\u%04x", c);
+        } else {
+            ok = core_buf_append(b, s + i, 1);
+        }
+        if (!ok) return false;
+    }
+    return core_buf_append(b, "\"", 1);
+}

@@ -53,6 +53,9 @@ void core_buf_free(core_buf *b);
 /* Appends s[0..n) with every invalid UTF-8 sequence (bad bytes, overlong forms, surrogates,
  * truncated characters) replaced by U+FFFD, so JSON encoders accept the result. */
 bool core_buf_append_utf8(core_buf *b, const char *s, size_t n);
+/* Appends s[0..n) as a JSON string literal (quotes, backslash and control characters
+ * escaped; UTF-8 passes through unchanged). */
+bool core_buf_append_json_str(core_buf *b, const char *s, size_t n);
 
 /* Reads a whole file (at most max bytes) into a NUL-terminated malloc'd buffer. */
 mica_status core_read_file(const char *path, size_t max, char **out, size_t *len, mica_err *err);

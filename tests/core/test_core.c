@@ -78,14 +78,25 @@ static void test_rng_below_is_uniform(void **state)
     }
 }
 
+static void test_json_string_escapes(void **state)
+{
+    (void)state;
+    core_buf b;
+    core_buf_init(&b, 256);
+    const char in[] = "a\"b\\c\nd\x01\xe6\xb8\xa9";
+    assert_true(core_buf_append_json_str(&b, in, sizeof in - 1));
+    const char want[] = "\"a\\\"b\\\\c\\nd\\u0001\xe6\xb8\xa9\"";
+    assert_int_equal(b.len, sizeof want - 1);
+    assert_memory_equal(b.data, want, b.len);
+    core_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fail_formats_message),
-        cmocka_unit_test(test_buf_respects_cap),
-        cmocka_unit_test(test_utf8_roundtrip),
-        cmocka_unit_test(test_rng_reference_stream),
-        cmocka_unit_test(test_rng_below_is_uniform),
+        cmocka_unit_test(test_fail_formats_message), cmocka_unit_test(test_buf_respects_cap),
+        cmocka_unit_test(test_utf8_roundtrip),       cmocka_unit_test(test_rng_reference_stream),
+        cmocka_unit_test(test_rng_below_is_uniform), cmocka_unit_test(test_json_string_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
