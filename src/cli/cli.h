@@ -56,6 +56,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_template(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* A progress line on stderr, drawn only when stderr is a terminal (cli_progress.c);
  * cli_progress_update has the library's quant_progress_fn signature. */

@@ -26,6 +26,7 @@ static const cli_command commands[] = {
     {"keys", cmd_keys, "add, list or revoke the gateway's API keys"},
     {"logs", cmd_logs, "list, show, export or purge the gateway's request log"},
     {"template", cmd_template, "render a chat template over a conversation (JSON)"},
+    {"eval", cmd_eval, "accuracy of a model on labelled examples (JSON lines)"},
 #endif
 };
 
