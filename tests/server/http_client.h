@@ -8,7 +8,10 @@
 
 #include "test_util.h"
 
+#include "server/srv.h"
+
 #include <curl/curl.h>
+#include <signal.h>
 #include <strings.h>
 
 typedef struct reply {
@@ -23,12 +26,12 @@ typedef struct http_req {
     const char *scheme; /* NULL: http */
     uint16_t port;
     const char *path;
-    const char *body; /* NULL: GET */
-    size_t body_len;  /* 0: strlen(body) */
-    const char *key;  /* Authorization: Bearer */
-    const char *tier; /* X-Mica-Tier */
+    const char *body;   /* NULL: GET */
+    size_t body_len;    /* 0: strlen(body) */
+    const char *key;    /* Authorization: Bearer */
+    const char *tier;   /* X-Mica-Tier */
     const char *header; /* one more "Name: value" header line */
-    const char *ca;   /* CA file for https */
+    const char *ca;     /* CA file for https */
 } http_req;
 
 static inline size_t reply_on_body(char *p, size_t size, size_t n, void *ud)
@@ -101,6 +104,32 @@ static inline void reply_free(reply *r)
 {
     free(r->body);
     r->body = NULL;
+}
+
+/* The group setup of the gateway tests: a write to a closed socket fails instead of killing
+ * the test, and libcurl is initialised once. */
+static inline int http_tests_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    return curl_global_init(CURL_GLOBAL_ALL);
+}
+
+/* A small gateway: any free port, the model as "stories", 2 slots of 128 positions, one
+ * thread, keys and the request log in data_dir. Callers change what their test needs. */
+static inline void http_test_config(srv_config *c, const char *model, const char *data_dir)
+{
+    srv_config_defaults(c);
+    c->port = 0;
+    c->n_parallel = 2;
+    c->n_ctx = 128;
+    c->n_batch = 32;
+    c->n_threads = 1;
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", data_dir);
+    char spec[1200];
+    snprintf(spec, sizeof spec, "stories=%s", model);
+    mica_err err;
+    if (srv_config_add_model(c, spec, &err)) fail_msg("%s", err.msg);
 }
 
 #endif

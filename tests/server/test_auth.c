@@ -51,21 +51,6 @@ static void tmp_dir(char *buf, size_t cap, const char *name)
     assert_int_equal(mkdir(buf, 0700), 0);
 }
 
-static void config(srv_config *c, const char *model, const char *data_dir)
-{
-    srv_config_defaults(c);
-    c->port = 0;
-    c->n_parallel = 2;
-    c->n_ctx = 128;
-    c->n_batch = 32;
-    c->n_threads = 1;
-    snprintf(c->data_dir, sizeof c->data_dir, "%s", data_dir);
-    char spec[1200];
-    snprintf(spec, sizeof spec, "stories=%s", model);
-    mica_err err;
-    if (srv_config_add_model(c, spec, &err)) fail_msg("%s", err.msg);
-}
-
 static void add_key(const srv_config *c, const srv_key *tmpl, char *secret, char *id)
 {
     char path[SRV_PATH_MAX];
@@ -86,7 +71,7 @@ static void test_keys(void **state)
     TU_SHARED_PATH(model, "testdata/stories260K/models/stories260K.F32.gguf");
     tmp_dir(dir, sizeof dir, "keys");
     srv_config c;
-    config(&c, model, dir);
+    http_test_config(&c, model, dir);
     char vip[80], limited[80], other[80], id_vip[24], id_limited[24], id_other[24];
     add_key(&c, &(srv_key){.tier = "vip"}, vip, id_vip);
     add_key(&c, &(srv_key){.tier = "standard", .rpm = 3}, limited, id_limited);
@@ -155,7 +140,7 @@ static void test_keys_never_printed(void **state)
     snprintf(log, sizeof log, "%s/serve.log", dir);
     snprintf(mspec, sizeof mspec, "stories=%s", model);
     srv_config c;
-    config(&c, model, dir);
+    http_test_config(&c, model, dir);
     char key[80], id[24];
     add_key(&c, &(srv_key){.tier = "standard"}, key, id);
     const char *args[] = {"-m", mspec, "--port", "0", "--data-dir", dir, "-t", "1", NULL};
@@ -197,7 +182,7 @@ static void test_tls(void **state)
              dir);
     assert_int_equal(system(cmd), 0);
     srv_config c;
-    config(&c, model, dir);
+    http_test_config(&c, model, dir);
     snprintf(c.tls_cert, sizeof c.tls_cert, "%s/cert.pem", dir);
     snprintf(c.tls_key, sizeof c.tls_key, "%s/key.pem", dir);
     srv *s;
@@ -218,7 +203,7 @@ static void test_tls(void **state)
     /* Off loopback: keys are required, and TLS unless --insecure-http. */
     char other[512];
     tmp_dir(other, sizeof other, "exposed");
-    config(&c, model, other);
+    http_test_config(&c, model, other);
     snprintf(c.host, sizeof c.host, "0.0.0.0");
     assert_int_equal(srv_start(&s, &c, &err), MICA_EINVAL);
     assert_non_null(strstr(err.msg, "loopback"));
@@ -231,13 +216,6 @@ static void test_tls(void **state)
     srv_stop(s);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    return curl_global_init(CURL_GLOBAL_ALL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,5 +223,5 @@ int main(void)
         cmocka_unit_test(test_keys_never_printed),
         cmocka_unit_test(test_tls),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, http_tests_setup, NULL);
 }

@@ -31,18 +31,12 @@ static void model_with_template(const char *path, const char *tmpl)
 static srv *start(const char *dir, const char *model)
 {
     srv_config c;
-    srv_config_defaults(&c);
-    c.port = 0;
+    http_test_config(&c, model, dir);
     c.n_parallel = 1;
     c.n_ctx = 2048;
-    c.n_batch = 32;
-    c.n_threads = 1;
-    snprintf(c.data_dir, sizeof c.data_dir, "%s", dir);
-    char spec[1200];
-    snprintf(spec, sizeof spec, "stories=%s", model);
     mica_err err;
     srv *s;
-    if (srv_config_add_model(&c, spec, &err) || srv_start(&s, &c, &err)) fail_msg("%s", err.msg);
+    if (srv_start(&s, &c, &err)) fail_msg("%s", err.msg);
     return s;
 }
 
@@ -172,18 +166,11 @@ static void test_template_errors(void **state)
     srv_stop(s);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    return curl_global_init(CURL_GLOBAL_ALL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_renders_like_transformers),
         cmocka_unit_test(test_template_errors),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, http_tests_setup, NULL);
 }

@@ -214,21 +214,6 @@ static void test_server_wide_no_content(void **state)
 
 /* ---- retention ------------------------------------------------------------------------- */
 
-static void config(srv_config *c, const char *model, const char *dir)
-{
-    srv_config_defaults(c);
-    c->port = 0;
-    c->n_parallel = 2;
-    c->n_ctx = 128;
-    c->n_batch = 32;
-    c->n_threads = 1;
-    snprintf(c->data_dir, sizeof c->data_dir, "%s", dir);
-    char spec[1200];
-    snprintf(spec, sizeof spec, "stories=%s", model);
-    mica_err err;
-    if (srv_config_add_model(c, spec, &err)) fail_msg("%s", err.msg);
-}
-
 static void test_retention_sweeps_rows_and_bytes(void **state)
 {
     (void)state;
@@ -236,7 +221,7 @@ static void test_retention_sweeps_rows_and_bytes(void **state)
     MODEL_PATH(model);
     fresh_dir(dir, sizeof dir, "retention");
     srv_config c;
-    config(&c, model, dir);
+    http_test_config(&c, model, dir);
     c.log_retention_ms = 1500;
     srv *s;
     mica_err err;
@@ -362,13 +347,6 @@ static void test_kill9_keeps_answered_rows(void **state)
     pthread_mutex_destroy(&b.mu);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    return curl_global_init(CURL_GLOBAL_ALL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,5 +356,5 @@ int main(void)
         cmocka_unit_test(test_retention_limit),
         cmocka_unit_test(test_kill9_keeps_answered_rows),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, http_tests_setup, NULL);
 }

@@ -675,13 +675,6 @@ static void test_pings_while_waiting(void **state)
     srv_stop(s);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    return curl_global_init(CURL_GLOBAL_ALL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -690,5 +683,5 @@ int main(void)
         cmocka_unit_test(test_metrics_promtool),    cmocka_unit_test(test_openai_npm_client),
         cmocka_unit_test(test_pings_while_waiting), cmocka_unit_test(test_embeddings),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, http_tests_setup, NULL);
 }
