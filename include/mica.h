@@ -128,6 +128,26 @@ int32_t mica_context_n_ctx(const mica_context *c); /* positions per sequence */
 /* Forgets sequence `seq` from position `from` on (0 clears it). */
 void mica_seq_truncate(mica_context *c, int32_t seq, int32_t from);
 
+/* ---- LoRA adapters ------------------------------------------------------------------- */
+
+/* An adapter in llama.cpp's GGUF LoRA format (docs/lora.md), checked against the model it
+ * adapts: architecture, tensor names, shapes, rank. It must be freed before that model and
+ * must not be freed while a context still applies it. */
+typedef struct mica_lora mica_lora;
+
+mica_status mica_lora_load(mica_lora **out, mica_model *m, const char *path, mica_err *err);
+void mica_lora_free(mica_lora *a);
+float mica_lora_alpha(const mica_lora *a); /* adapter.lora.alpha; 0 when absent */
+
+/* From the next decode on, sequence `seq` (-1: every sequence of the context) applies
+ * loras[0..n) with scales[0..n) (n = 0: none), as llama.cpp does: each adapted projection
+ * gets scale * alpha / rank * B (A x) added (scale alone when alpha is 0; scale 0 leaves the
+ * adapter out). Sequences with different adapters may share a batch (mica_decode_multi).
+ * What the sequence's KV cache already holds is not recomputed. At most 8 adapters per
+ * sequence and 32 distinct ones per context; an error changes nothing. */
+mica_status mica_context_set_loras(mica_context *c, int32_t seq, mica_lora *const *loras,
+                                   const float *scales, int32_t n, mica_err *err);
+
 /* ---- Mixture-of-Experts routing statistics ------------------------------------------ */
 
 /* What the router of one layer did with one expert since the context was made or its

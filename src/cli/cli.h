@@ -54,9 +54,29 @@ int cmd_serve(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_lora(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+
+/* --lora FILE[:SCALE] (cmd_lora.c) for the commands that evaluate a model: cli_lora_opt
+ * parses one (*handled as cli_sampling_opt), cli_lora_attach loads them for m and applies
+ * them to every sequence of c, cli_loras_free frees them (before the model). The int
+ * functions return 1 after printing an error. */
+#define CLI_MAX_LORAS 8
+typedef struct cli_loras {
+    int n;
+    char *path[CLI_MAX_LORAS];
+    float scale[CLI_MAX_LORAS];
+    mica_lora *lora[CLI_MAX_LORAS];
+} cli_loras;
+
+int cli_lora_opt(cli_args *a, cli_loras *l, bool *handled);
+int cli_lora_attach(cli_loras *l, mica_model *m, mica_context *c);
+void cli_loras_free(cli_loras *l);
+#define CLI_LORA_HELP                                                                              \
+    "      --lora FILE[:SCALE] apply a LoRA adapter (llama.cpp GGUF) at SCALE (default 1);\n"      \
+    "                          repeatable\n"
 
 /* A progress line on stderr, drawn only when stderr is a terminal (cli_progress.c);
  * cli_progress_update has the library's quant_progress_fn signature. */

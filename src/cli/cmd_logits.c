@@ -13,13 +13,13 @@
 #include <string.h>
 
 static const char logits_help[] =
-    "usage: mica logits -m MODEL --tokens 1,2,3 -o OUT.bin [--incremental] [-t THREADS]\n"
+    "usage: mica logits -m MODEL --tokens 1,2,3 -o OUT.bin [--incremental] [-t N] [--lora F]\n"
     "\n"
     "  -m, --model FILE     GGUF model\n"
     "      --tokens LIST    comma-separated token ids (no BOS is added)\n"
     "  -o, --output FILE    where to write n_tokens x n_vocab float32 little-endian logits\n"
     "      --incremental    decode one token at a time instead of one batched pass\n"
-    "  -t, --threads N      threads (default: all CPUs)\n";
+    "  -t, --threads N      threads (default: all CPUs)\n" CLI_LORA_HELP;
 
 #define LOGITS_MAX_TOKENS 65536
 
@@ -27,12 +27,16 @@ typedef struct logits_opts {
     const char *model, *tokens, *out;
     bool incremental;
     long n_threads;
+    cli_loras loras;
 } logits_opts;
 
 static int logits_parse(int argc, char **argv, logits_opts *o)
 {
     cli_args a = {argc, argv, 0};
     for (a.i = 1; a.i < argc; a.i++) {
+        bool handled;
+        if (cli_lora_opt(&a, &o->loras, &handled)) return 1;
+        if (handled) continue;
         if (cli_is(&a, "-m", "--model")) {
             if (!(o->model = cli_value(&a))) return 1;
         } else if (cli_is(&a, NULL, "--tokens")) {
@@ -113,7 +117,10 @@ int cmd_logits(int argc, char **argv)
         return 0;
     }
     logits_opts o = {0};
-    if (logits_parse(argc, argv, &o)) return 1;
+    if (logits_parse(argc, argv, &o)) {
+        cli_loras_free(&o.loras);
+        return 1;
+    }
     mica_err err;
     mica_model *m = NULL;
     mica_context *c = NULL;
@@ -121,7 +128,10 @@ int cmd_logits(int argc, char **argv)
     float *logits = NULL;
     int32_t n = 0;
     int rc = 1;
-    if (!ids) return cli_fail("logits: out of memory");
+    if (!ids) {
+        cli_loras_free(&o.loras);
+        return cli_fail("logits: out of memory");
+    }
     if (mica_model_load(&m, o.model, &err)) goto fail_err;
     const int32_t n_vocab = mica_model_n_vocab(m);
     if ((rc = parse_tokens(o.tokens, n_vocab, ids, &n))) goto done;
@@ -130,6 +140,7 @@ int cmd_logits(int argc, char **argv)
     cp.n_ctx = n;
     cp.n_threads = (int32_t)o.n_threads;
     if (mica_context_new(&c, m, cp, &err)) goto fail_err;
+    if (cli_lora_attach(&o.loras, m, c)) goto done;
     logits = malloc((size_t)n * (size_t)n_vocab * sizeof *logits);
     if (!logits) {
         rc = cli_fail("logits: out of memory for %d x %d logits", n, n_vocab);
@@ -144,6 +155,7 @@ done:
     free(logits);
     free(ids);
     mica_context_free(c);
+    cli_loras_free(&o.loras);
     mica_model_free(m);
     return rc;
 }

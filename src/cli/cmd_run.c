@@ -21,6 +21,7 @@ static const char run_help[] =
     "  -p, --prompt TEXT       the prompt (BOS is added as the model's metadata says)\n"
     "  -n, --n-predict N       tokens to generate (default 128; -1: until the context is full)\n"
     CLI_SAMPLING_HELP
+    CLI_LORA_HELP
     "  -c, --ctx N             context size in tokens (default: the model's)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "      --echo              print the prompt before the continuation\n"
@@ -32,6 +33,7 @@ typedef struct run_opts {
     long n_predict, n_ctx, n_threads;
     bool echo, stats;
     mica_sampler_params sp;
+    cli_loras loras;
 } run_opts;
 
 static int run_parse(int argc, char **argv, run_opts *o)
@@ -40,6 +42,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
     for (a.i = 1; a.i < argc; a.i++) {
         bool handled;
         if (cli_sampling_opt(&a, &o->sp, &handled)) return 1;
+        if (handled) continue;
+        if (cli_lora_opt(&a, &o->loras, &handled)) return 1;
         if (handled) continue;
         if (cli_is(&a, "-m", "--model")) {
             if (!(o->model = cli_value(&a))) return 1;
@@ -137,7 +141,10 @@ int cmd_run(int argc, char **argv)
         return 0;
     }
     run_opts o = {.n_predict = 128, .sp = mica_sampler_default_params()};
-    if (run_parse(argc, argv, &o)) return 1;
+    if (run_parse(argc, argv, &o)) {
+        cli_loras_free(&o.loras);
+        return 1;
+    }
     run_state r = {0};
     mica_err err;
     int rc = 1;
@@ -146,6 +153,7 @@ int cmd_run(int argc, char **argv)
     cp.n_ctx = (int32_t)o.n_ctx;
     cp.n_threads = (int32_t)o.n_threads;
     if (mica_context_new(&r.c, r.m, cp, &err)) goto fail_err;
+    if (cli_lora_attach(&o.loras, r.m, r.c)) goto done;
     const int32_t n_ctx = o.n_ctx ? (int32_t)o.n_ctx : mica_model_n_ctx_train(r.m);
     size_t len = strlen(o.prompt), cap = len + 16;
     r.prompt = malloc(cap * sizeof *r.prompt);
@@ -182,6 +190,7 @@ done:
     free(r.prompt);
     free(r.logits);
     mica_context_free(r.c);
+    cli_loras_free(&o.loras);
     mica_model_free(r.m);
     return rc;
 }

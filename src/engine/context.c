@@ -158,6 +158,8 @@ mica_status mica_context_new(mica_context **out, mica_model *mm, mica_context_pa
     }
     if ((st = model_work_new(&c->work, mm->m, c->n_batch, c->kv.n_ctx, n_threads, err))) goto fail;
     if ((st = tensor_pool_new(&c->pool, n_threads, err))) goto fail;
+    if ((st = lora_work_new(&c->lora, mm->m, c->kv.n_seq, c->n_batch, err))) goto fail;
+    model_work_set_lora(c->work, c->lora);
     *out = c;
     return MICA_OK;
 fail:
@@ -170,6 +172,7 @@ void mica_context_free(mica_context *c)
     if (!c) return;
     tensor_pool_free(c->pool);
     model_work_free(c->work);
+    lora_work_free(c->lora);
     free(c->kv.k);
     free(c->kv.v);
     free(c->seq_len);

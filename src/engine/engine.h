@@ -7,10 +7,15 @@
 #define MICA_ENGINE_H
 
 #include "mica.h"
+#include "model/lora.h"
 #include "model/model.h"
 
 struct mica_model {
     model *m;
+};
+
+struct mica_lora {
+    lora_adapter *a;
 };
 
 struct mica_context {
@@ -22,6 +27,7 @@ struct mica_context {
     int32_t *next_pos;      /* (n_seq) scratch of mica_decode_multi's checks */
     int32_t n_batch;        /* tokens per forward pass; longer inputs are split */
     model_batch_tok *batch; /* (n_batch) */
+    lora_work *lora;        /* which adapters each sequence applies */
 };
 
 /* ---- generated text (text.c) ---------------------------------------------------------- */

@@ -10,9 +10,11 @@
  * q/k/v and gate/up, which share their input: one conversion, one job on the pool); the
  * attention products are tensor_attn_scores / tensor_attn_values, which compute each element
  * with the plain sequential float sums this file used to spell out. Work that scales with the
- * batch (attention, SwiGLU) runs on the pool. Called by engine/.
+ * batch (attention, SwiGLU) runs on the pool. LoRA adapters (lora.h) add their products after
+ * the matmuls they adapt, only when a token of the batch uses one. Called by engine/.
  */
 #include "model.h"
+#include "model/lora.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -45,6 +47,8 @@ struct model_work {
     float *exp_out;    /* (n_batch, n_expert_used, n_embd) expert outputs per slot */
     float *shexp_gate; /* (n_batch) */
     model_moe_stats stats;
+    lora_work *lora; /* not owned; NULL: no adapters */
+    bool lora_on;    /* the current batch has tokens that use an adapter */
 };
 
 /* ---- scratch ------------------------------------------------------------------------- */
@@ -130,6 +134,11 @@ const model_moe_stats *model_work_moe_stats(const model_work *w)
     return &w->stats;
 }
 
+void model_work_set_lora(model_work *w, lora_work *lw)
+{
+    w->lora = lw;
+}
+
 void model_work_reset_moe_stats(model_work *w)
 {
     const size_t n = (size_t)w->stats.n_layer * (size_t)w->stats.n_expert;
@@ -213,6 +222,13 @@ static void scale_rows(float *y, int64_t n, float s)
 {
     if (s == 1.0f) return;
     for (int64_t i = 0; i < n; i++) y[i] *= s;
+}
+
+/* y += the products of the adapters of target t for the n rows of x, when the batch has any. */
+static void lora_add(model_work *w, tensor_pool *pool, lora_target t, const lora_rows *lr,
+                     const float *x, int32_t n, float *y)
+{
+    if (w->lora_on) lora_work_apply(w->lora, pool, t, lr, x, n, y);
 }
 
 static void add_into(float *x, const float *y, int64_t n)
@@ -382,6 +398,10 @@ static void attention_block(const model *m, int il, model_work *w, model_kv *kv,
     const tensor_view *wqkv[3] = {&l->wq, &l->wk, &l->wv};
     float *const yqkv[3] = {w->q, w->k, w->v};
     tensor_matmul_multi(pool, wqkv, 3, w->xn, n, yqkv);
+    const lora_rows lr = {il, 0, NULL, 1};
+    lora_add(w, pool, LORA_ATTN_Q, &lr, w->xn, n, w->q);
+    lora_add(w, pool, LORA_ATTN_K, &lr, w->xn, n, w->k);
+    lora_add(w, pool, LORA_ATTN_V, &lr, w->xn, n, w->v);
     add_bias_rows(w->q, l->bq, n, nq);
     add_bias_rows(w->k, l->bk, n, nkv);
     add_bias_rows(w->v, l->bv, n, nkv);
@@ -400,6 +420,7 @@ static void attention_block(const model *m, int il, model_work *w, model_kv *kv,
     const int32_t per = attn_tokens_per_item(hp);
     tensor_pool_for(pool, (int64_t)((n + per - 1) / per) * hp->n_head_kv, attn_range, &job);
     tensor_matmul(pool, &l->wo, w->att, n, w->out);
+    lora_add(w, pool, LORA_ATTN_OUT, &lr, w->att, n, w->out);
     add_bias_rows(w->out, l->bo, n, hp->n_embd);
     scale_rows(w->out, (int64_t)n * hp->n_embd, hp->residual_scale);
     add_into(w->x, w->out, (int64_t)n * hp->n_embd);
@@ -407,21 +428,30 @@ static void attention_block(const model *m, int il, model_work *w, model_kv *kv,
 
 /* ---- feed-forward -------------------------------------------------------------------- */
 
+/* The LoRA targets of one SwiGLU FFN and the batch tokens its rows belong to. */
+typedef struct ffn_lora {
+    lora_target gate, up, down;
+    lora_rows rows;
+} ffn_lora;
+
 /* down(silu(gate(x)) * up(x)) for n rows of x into y. */
 static void swiglu_ffn(tensor_pool *pool, model_work *w, const tensor_view *gate,
-                       const tensor_view *up, const tensor_view *down, const float *x, int32_t n,
-                       float *y)
+                       const tensor_view *up, const tensor_view *down, const ffn_lora *fl,
+                       const float *x, int32_t n, float *y)
 {
     const int64_t ff = gate->ne[1];
     const tensor_view *wgu[2] = {gate, up};
     float *const ygu[2] = {w->gate, w->up};
     tensor_matmul_multi(pool, wgu, 2, x, n, ygu);
+    lora_add(w, pool, fl->gate, &fl->rows, x, n, w->gate);
+    lora_add(w, pool, fl->up, &fl->rows, x, n, w->up);
     swiglu_job sj = {w->gate, w->up};
     if (n * ff >= 2048)
         tensor_pool_for(pool, n * ff, swiglu_range, &sj);
     else
         swiglu(w->gate, w->up, n * ff);
     tensor_matmul(pool, down, w->gate, n, y);
+    lora_add(w, pool, fl->down, &fl->rows, w->gate, n, y);
 }
 
 /* Top-k of one row of router probabilities, largest first. */
@@ -450,11 +480,11 @@ static void moe_count(model_work *w, int il, int32_t n, int k)
 }
 
 /* Softmax over all experts, top-k, optional renormalisation (clamped as llama.cpp does). */
-static void moe_route(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
-                      int32_t n)
+static void moe_route(const model *m, int il, model_work *w, tensor_pool *pool, int32_t n)
 {
     const int nx = m->hp.n_expert, k = m->hp.n_expert_used;
-    tensor_matmul(pool, &l->gate_inp, w->xn, n, w->router);
+    tensor_matmul(pool, &m->layers[il].gate_inp, w->xn, n, w->router);
+    lora_add(w, pool, LORA_FFN_GATE_INP, &(lora_rows){il, 0, NULL, 1}, w->xn, n, w->router);
     for (int32_t t = 0; t < n; t++) {
         float *probs = w->router + (int64_t)t * nx;
         softmax(probs, nx);
@@ -471,9 +501,10 @@ static void moe_route(const model *m, const model_layer *l, model_work *w, tenso
 
 /* Runs expert e on the tokens routed to it, all at once, so its weights are read once per
  * batch; writes each result into that token's slot of exp_out. */
-static void moe_run_expert(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
-                           int32_t n, int e)
+static void moe_run_expert(const model *m, int il, model_work *w, tensor_pool *pool, int32_t n,
+                           int e)
 {
+    const model_layer *l = &m->layers[il];
     const int k = m->hp.n_expert_used;
     const int64_t ne = m->hp.n_embd;
     int32_t n_rows = 0;
@@ -493,26 +524,43 @@ static void moe_run_expert(const model *m, const model_layer *l, model_work *w, 
         up = tensor_view_matrix(&l->up_exps, e);
     }
     const tensor_view down = tensor_view_matrix(&l->down_exps, e);
+    /* Row r is slot rows[r] of token rows[r] / k. */
+    const ffn_lora fl = {
+        LORA_FFN_GATE_EXPS, LORA_FFN_UP_EXPS, LORA_FFN_DOWN_EXPS, {il, e, w->rows, k}};
     /* w->out is free until the block's sum is formed below. */
-    swiglu_ffn(pool, w, &gate, &up, &down, w->xg, n_rows, w->out);
+    swiglu_ffn(pool, w, &gate, &up, &down, &fl, w->xg, n_rows, w->out);
     for (int32_t r = 0; r < n_rows; r++)
         memcpy(w->exp_out + (int64_t)w->rows[r] * ne, w->out + r * ne, (size_t)ne * sizeof(float));
 }
 
-static void moe_shared_expert(const model *m, const model_layer *l, model_work *w,
-                              tensor_pool *pool, int32_t n)
+/* Each token's weight of the shared expert: sigmoid(gate_inp_shexp . x), or 1 without it. */
+static void moe_shared_gates(const model *m, const model_layer *l, model_work *w, tensor_pool *pool,
+                             const lora_rows *lr, int32_t n)
 {
     const int64_t ne = m->hp.n_embd;
     for (int32_t t = 0; t < n; t++) {
-        float g = 1.0f;
-        if (l->gate_inp_shexp) {
-            float s = 0.0f;
-            for (int64_t i = 0; i < ne; i++) s += l->gate_inp_shexp[i] * w->xn[t * ne + i];
-            g = 1.0f / (1.0f + expf(-s)); /* a real sigmoid */
-        }
-        w->shexp_gate[t] = g;
+        float s = 0.0f;
+        for (int64_t i = 0; l->gate_inp_shexp && i < ne; i++)
+            s += l->gate_inp_shexp[i] * w->xn[t * ne + i];
+        w->shexp_gate[t] = s;
     }
-    swiglu_ffn(pool, w, &l->gate_shexp, &l->up_shexp, &l->down_shexp, w->xn, n, w->xg);
+    if (!l->gate_inp_shexp) {
+        for (int32_t t = 0; t < n; t++) w->shexp_gate[t] = 1.0f;
+        return;
+    }
+    lora_add(w, pool, LORA_FFN_GATE_INP_SHEXP, lr, w->xn, n, w->shexp_gate);
+    for (int32_t t = 0; t < n; t++)
+        w->shexp_gate[t] = 1.0f / (1.0f + expf(-w->shexp_gate[t])); /* a real sigmoid */
+}
+
+static void moe_shared_expert(const model *m, int il, model_work *w, tensor_pool *pool, int32_t n)
+{
+    const model_layer *l = &m->layers[il];
+    const int64_t ne = m->hp.n_embd;
+    const ffn_lora fl = {
+        LORA_FFN_GATE_SHEXP, LORA_FFN_UP_SHEXP, LORA_FFN_DOWN_SHEXP, {il, 0, NULL, 1}};
+    moe_shared_gates(m, l, w, pool, &fl.rows, n);
+    swiglu_ffn(pool, w, &l->gate_shexp, &l->up_shexp, &l->down_shexp, &fl, w->xn, n, w->xg);
     for (int32_t t = 0; t < n; t++)
         for (int64_t i = 0; i < ne; i++) w->out[t * ne + i] += w->xg[t * ne + i] * w->shexp_gate[t];
 }
@@ -522,9 +570,9 @@ static void moe_block(const model *m, int il, model_work *w, tensor_pool *pool, 
     const model_layer *l = &m->layers[il];
     const int k = m->hp.n_expert_used;
     const int64_t ne = m->hp.n_embd;
-    moe_route(m, l, w, pool, n);
+    moe_route(m, il, w, pool, n);
     moe_count(w, il, n, k);
-    for (int e = 0; e < m->hp.n_expert; e++) moe_run_expert(m, l, w, pool, n, e);
+    for (int e = 0; e < m->hp.n_expert; e++) moe_run_expert(m, il, w, pool, n, e);
     /* Weighted sum in selection order, as llama.cpp adds the expert outputs. */
     for (int32_t t = 0; t < n; t++) {
         float *o = w->out + t * ne;
@@ -535,7 +583,7 @@ static void moe_block(const model *m, int il, model_work *w, tensor_pool *pool, 
             for (int64_t i = 0; i < ne; i++) o[i] += eo[i] * ws;
         }
     }
-    if (l->gate_shexp.data) moe_shared_expert(m, l, w, pool, n);
+    if (l->gate_shexp.data) moe_shared_expert(m, il, w, pool, n);
 }
 
 static void ffn_block(const model *m, int il, model_work *w, tensor_pool *pool, int32_t n)
@@ -546,7 +594,9 @@ static void ffn_block(const model *m, int il, model_work *w, tensor_pool *pool, 
     if (l->gate_inp.data)
         moe_block(m, il, w, pool, n);
     else
-        swiglu_ffn(pool, w, &l->ffn_gate, &l->ffn_up, &l->ffn_down, w->xn, n, w->out);
+        swiglu_ffn(pool, w, &l->ffn_gate, &l->ffn_up, &l->ffn_down,
+                   &(ffn_lora){LORA_FFN_GATE, LORA_FFN_UP, LORA_FFN_DOWN, {il, 0, NULL, 1}}, w->xn,
+                   n, w->out);
     scale_rows(w->out, (int64_t)n * hp->n_embd, hp->residual_scale);
     add_into(w->x, w->out, (int64_t)n * hp->n_embd);
 }
@@ -577,6 +627,7 @@ static void embed(const model *m, model_work *w, const model_batch_tok *batch, i
 {
     const int64_t ne = m->hp.n_embd;
     for (int32_t t = 0; t < n; t++) tensor_get_row(&m->tok_embd, batch[t].token, w->x + t * ne);
+    if (w->lora_on) lora_work_embed(w->lora, batch, n, w->x);
     scale_rows(w->x, n * ne, m->hp.embd_scale);
 }
 
@@ -590,10 +641,11 @@ static void output_logits(const model *m, model_work *w, tensor_pool *pool,
     for (int32_t t = 0; t < n; t++) {
         if (!batch[t].logits) continue;
         rms_norm(w->x + t * ne, m->output_norm, w->xn + n_out * ne, ne, hp->norm_eps);
-        n_out++;
+        w->rows[n_out++] = t; /* the batch token of each output row, for LoRA */
     }
     if (!n_out) return;
     tensor_matmul(pool, &m->output, w->xn, n_out, logits);
+    lora_add(w, pool, LORA_OUTPUT, &(lora_rows){0, 0, w->rows, 1}, w->xn, n_out, logits);
     add_bias_rows(logits, m->output_bias, n_out, hp->n_vocab);
     /* ggml_scale by the reciprocal, not a division, to match llama.cpp bit for bit. */
     scale_rows(logits, (int64_t)n_out * hp->n_vocab, 1.0f / hp->logit_scale);
@@ -605,6 +657,7 @@ static mica_status forward_layers(const model *m, model_work *w, model_kv *kv, t
 {
     mica_status st = check_batch(m, w, kv, batch, n, err);
     if (st) return st;
+    w->lora_on = w->lora && lora_work_begin(w->lora, batch, n);
     embed(m, w, batch, n);
     if (m->hp.rope_on && m->hp.n_rot > 0)
         for (int32_t t = 0; t < n; t++)

@@ -137,6 +137,11 @@ typedef struct model_moe_stats {
 const model_moe_stats *model_work_moe_stats(const model_work *w);
 void model_work_reset_moe_stats(model_work *w);
 
+/* LoRA adapters (lora.h): the passes through w apply the adapters lw assigns to each batch
+ * token's sequence (NULL: none). w does not own lw. */
+typedef struct lora_work lora_work;
+void model_work_set_lora(model_work *w, lora_work *lw);
+
 /* Evaluates the batch (n <= n_batch), writing its K/V into the cache and, for each token
  * with .logits set, one row of n_vocab logits into `logits` (rows in batch order). */
 mica_status model_forward(const model *m, model_work *w, model_kv *kv, tensor_pool *pool,

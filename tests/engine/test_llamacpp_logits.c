@@ -6,15 +6,7 @@
  * greedy tokens are fed back (teacher forcing); and our greedy pick equals llama.cpp's
  * wherever its top-1/top-2 margin is well above the tolerance.
  */
-#include "test_util.h"
-
-#include "mica.h"
-
-#include <math.h>
-
-#define N_PROMPT 16
-#define N_GEN    16
-#define N_VOCAB  512
+#include "llamacpp_ref.h"
 
 static const char *const models[] = {"llama-dense", "llama-moe", "qwen2-dense", "qwen2moe",
                                      "qwen3-dense", "qwen3moe",  "olmoe",       "granitemoe"};
@@ -27,99 +19,37 @@ static double tolerance(const char *type)
     return strcmp(type, "F16") ? 1e-5 : 5e-4;
 }
 
-typedef struct ref_data {
-    float *prompt_logits; /* (N_PROMPT, N_VOCAB) */
-    float *gen_logits;    /* (N_GEN, N_VOCAB) */
-    mica_token prompt[N_PROMPT];
-    mica_token greedy[N_GEN];
-    double margin[N_GEN];
-} ref_data;
-
-static void load_ref(const char *model, const char *type, ref_data *r)
-{
-    char path[1024], rel[256];
-    size_t len;
-    snprintf(rel, sizeof rel, "testdata/llamacpp/logits/%s.%s.f32kv.json", model, type);
-    TU_SHARED_PATH(path, rel);
-    char *json = tu_read_file(path, NULL);
-    double v[64];
-    assert_int_equal(tu_json_numbers(json, "token_ids", v, 64), N_PROMPT);
-    for (int i = 0; i < N_PROMPT; i++) r->prompt[i] = (mica_token)v[i];
-    assert_int_equal(tu_json_numbers(json, "tokens", v, 64), N_GEN);
-    for (int i = 0; i < N_GEN; i++) r->greedy[i] = (mica_token)v[i];
-    assert_int_equal(tu_json_numbers(json, "top1_minus_top2", r->margin, N_GEN), N_GEN);
-    free(json);
-    snprintf(rel, sizeof rel, "testdata/llamacpp/logits/%s.%s.f32kv.bin", model, type);
-    TU_SHARED_PATH(path, rel);
-    r->prompt_logits = (float *)tu_read_file(path, &len);
-    assert_int_equal(len, sizeof(float) * N_PROMPT * N_VOCAB);
-    snprintf(rel, sizeof rel, "testdata/llamacpp/logits/%s.%s.f32kv.gen.bin", model, type);
-    TU_SHARED_PATH(path, rel);
-    r->gen_logits = (float *)tu_read_file(path, &len);
-    assert_int_equal(len, sizeof(float) * N_GEN * N_VOCAB);
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 static void check_model(const char *model, const char *type)
 {
     char path[1024], rel[256], what[256];
     snprintf(rel, sizeof rel, "testdata/llamacpp/models/%s.%s.gguf", model, type);
     TU_SHARED_PATH(path, rel);
-    ref_data r;
-    load_ref(model, type, &r);
+    lr_ref r;
+    snprintf(rel, sizeof rel, "testdata/llamacpp/logits/%s.%s.f32kv", model, type);
+    lr_load(rel, &r);
     const double tol = tolerance(type);
 
     mica_err err;
     mica_model *m;
     if (mica_model_load(&m, path, &err)) fail_msg("%s", err.msg);
-    assert_int_equal(mica_model_n_vocab(m), N_VOCAB);
+    assert_int_equal(mica_model_n_vocab(m), LR_N_VOCAB);
     mica_context_params cp = mica_context_default_params();
-    cp.n_ctx = N_PROMPT + N_GEN;
+    cp.n_ctx = LR_N_PROMPT + LR_N_GEN;
     cp.n_threads = 2;
     mica_context *batched, *incr;
     if (mica_context_new(&batched, m, cp, &err)) fail_msg("%s", err.msg);
     cp.n_threads = 1;
     if (mica_context_new(&incr, m, cp, &err)) fail_msg("%s", err.msg);
 
-    float *logits = malloc(sizeof(float) * N_PROMPT * N_VOCAB);
-    if (mica_decode(batched, 0, r.prompt, N_PROMPT, 0, true, logits, &err)) fail_msg("%s", err.msg);
-    snprintf(what, sizeof what, "%s.%s batched prompt logits", model, type);
-    double d_batch = tu_check_close(what, logits, r.prompt_logits, N_PROMPT * N_VOCAB, tol);
-
-    double d_incr = 0;
-    for (int i = 0; i < N_PROMPT; i++) {
-        if (mica_decode(incr, 0, &r.prompt[i], 1, i, false, logits, &err)) fail_msg("%s", err.msg);
-        snprintf(what, sizeof what, "%s.%s incremental prompt row %d", model, type, i);
-        double d = tu_check_close(what, logits, r.prompt_logits + i * N_VOCAB, N_VOCAB, tol);
-        d_incr = d > d_incr ? d : d_incr;
-    }
-
-    /* Teacher forcing: row 0 is the last prompt row, row k follows greedy token k-1. */
-    double d_gen = 0;
-    for (int k = 0; k < N_GEN; k++) {
-        if (k > 0 &&
-            mica_decode(batched, 0, &r.greedy[k - 1], 1, N_PROMPT + k - 1, false, logits, &err))
-            fail_msg("%s", err.msg);
-        if (k == 0) memcpy(logits, logits + (N_PROMPT - 1) * N_VOCAB, sizeof(float) * N_VOCAB);
-        snprintf(what, sizeof what, "%s.%s generation row %d", model, type, k);
-        double d = tu_check_close(what, logits, r.gen_logits + k * N_VOCAB, N_VOCAB, tol);
-        d_gen = d > d_gen ? d : d_gen;
-        if (r.margin[k] > 10 * tol && argmax(logits, N_VOCAB) != r.greedy[k])
-            fail_msg("%s.%s: greedy token %d is %d, llama.cpp's is %d (margin %g)", model, type, k,
-                     argmax(logits, N_VOCAB), r.greedy[k], r.margin[k]);
-    }
+    float *logits = malloc(sizeof(float) * LR_N_PROMPT * LR_N_VOCAB);
+    snprintf(what, sizeof what, "%s.%s", model, type);
+    const double d_batch = lr_check_prompt(what, batched, 0, &r, tol, logits);
+    const double d_incr = lr_check_incremental(what, incr, 0, &r, tol);
+    const double d_gen = lr_check_generation(what, batched, 0, &r, tol, logits);
     printf("%-12s %-5s max|diff| batched %.2e incremental %.2e generation %.2e (tol %.0e)\n", model,
            type, d_batch, d_incr, d_gen, tol);
     free(logits);
-    free(r.prompt_logits);
-    free(r.gen_logits);
+    lr_free(&r);
     mica_context_free(batched);
     mica_context_free(incr);
     mica_model_free(m);
