@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"chat", cmd_chat, "talk with a model: its chat template, history, /reset"},
     {"data", cmd_data, "write a synthetic dataset (sensor analysis) as JSON lines"},
+    {"tokenizer", cmd_tokenizer, "train a byte-level BPE vocabulary on text (tokenizer train)"},
     {"logits", cmd_logits, "write the logits of a token sequence to a file"},
     {"quantize", cmd_quantize, "quantize a model (llama-quantize's mix, F16 for chosen tensors)"},
     {"perplexity", cmd_perplexity, "perplexity of a text, and KL divergence from a base model"},

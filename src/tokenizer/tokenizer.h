@@ -3,7 +3,8 @@
  * SentencePiece-style (`llama`: scores, byte fallback, space prefix), byte-level BPE
  * (`gpt2`, with the pre-tokenizer named by tokenizer.ggml.pre) and WordPiece (`bert`).
  * Matches llama.cpp's llama_tokenize / llama_token_to_piece on the same vocabulary.
- * Reads the tokenizer.* keys of a gguf_file; knows nothing of tensors or models.
+ * Reads the tokenizer.* keys of a gguf_file; knows nothing of tensors or models. Also trains
+ * byte-level BPE vocabularies for mica's own models (tok_train).
  */
 #ifndef MICA_TOKENIZER_H
 #define MICA_TOKENIZER_H
@@ -63,5 +64,38 @@ bool tok_is_eog(const tok_vocab *v, int32_t id); /* EOS, EOT, EOM (end of genera
 bool tok_is_control(const tok_vocab *v, int32_t id);
 const char *tok_model_name(const tok_vocab *v); /* "llama", "gpt2", "bert" */
 const char *tok_pre_name(const tok_vocab *v);   /* tokenizer.ggml.pre or "default" */
+
+/* ---- training a byte-level BPE vocabulary (tok_train.c) ------------------------------- */
+
+/* Progress of a long step: done of total units (the CLI's progress line has this shape). */
+typedef void (*tok_progress_fn)(void *ctx, const char *what, const char *item, int64_t done,
+                                int64_t total);
+
+/* <|endoftext|> (BOS, EOS, padding), <|im_start|>, <|im_end|> (EOT): control tokens. */
+#define TOK_TRAIN_N_SPECIAL 3
+/* Qwen2's split: digits one by one (numbers are copied digit by digit), runs of letters (CJK
+ * included) with one leading punctuation or space, and ChatML vocabularies use it. */
+#define TOK_TRAIN_DEFAULT_PRE "qwen2"
+
+typedef struct tok_train_params {
+    int32_t n_vocab; /* 256 byte symbols + merges + TOK_TRAIN_N_SPECIAL (259 .. 1 << 20) */
+    const char *pre; /* tokenizer.ggml.pre whose split is learnt and used; NULL = the default */
+    tok_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+} tok_train_params;
+
+typedef struct tok_train_stats {
+    int32_t n_vocab;   /* below the wanted size when the corpus ran out of pairs */
+    int32_t n_merges;  /* tokenizer.ggml.merges entries */
+    uint64_t n_words;  /* distinct pre-tokens */
+    uint64_t n_bytes;  /* of the corpus */
+    uint64_t n_tokens; /* the corpus in tokens of the new vocabulary (without BOS/EOS) */
+} tok_train_stats;
+
+/* Trains a GPT-2-style byte-level BPE vocabulary on text[0..len) and adds its tokenizer.*
+ * keys (model "gpt2", pre, tokens, token_type, merges, special ids) to w, ready for tok_load.
+ * Deterministic: the same text and parameters give the same keys. stats may be NULL. */
+mica_status tok_train(const tok_train_params *p, const char *text, size_t len, gguf_writer *w,
+                      tok_train_stats *stats, mica_err *err);
 
 #endif
