@@ -4,33 +4,35 @@
  * the ratio to llama.cpp's figures there and, for decode, the share of the memory-bandwidth
  * bound (build/bench_shapes; --help).
  *
- * Per (shape, type) a "llama" model is written with model_synth (into a temporary folder
- * removed at the end, or kept and reused with --dir). Like llama-bench: ppN evaluates N
- * prompt tokens in one mica_decode from an empty cache, t/s = N / time; tgN decodes N tokens
- * one at a time from an empty cache, t/s = N / total time. One warm-up round each, then -r
- * timed rounds that alternate between the models so that drift and other load hit all of
- * them alike; each test's figure is the mean ± sd of its rounds' t/s (llama-bench's
+ * Per (shape, type) the model is written with model_synth's preset of that shape
+ * (qwen2-0.5b: qwen2 with q/k/v biases and the tied output; moe-8x: llama with 8 experts)
+ * and, for block types, llama-quantize's mix from F16, as the reference files were made;
+ * only the random weights differ. The files go into a temporary folder removed at the end,
+ * or are kept and reused with --dir. Each round is speed_run (src/engine/speed.h), as
+ * `mica bench` runs it: ppN evaluates N prompt tokens in one mica_decode from an empty
+ * cache; tgN decodes N tokens one at a time from an empty cache. One warm-up round each,
+ * then -r timed rounds that alternate between the models so that drift and other load hit
+ * all of them alike; each test's figure is the mean ± sd of its rounds' t/s (llama-bench's
  * "avg ± stdev").
  *
  * Bandwidth bound: the weight bytes one decoded token reads (every matrix once; for an MoE
  * the router and the used experts) times tg t/s, divided by the read bandwidth bench_bw.h
  * measures with the same thread count (--bw to give it instead). The byte count comes from
- * the shapes by formula, not from mica's counters. On a shared machine both the bandwidth
- * and the CPU time a process gets change from minute to minute, so the bandwidth is measured
- * in every round (median of 3 passes, between the models' tests) and the bound uses the
- * median over the rounds; and each test reports its "CPU share": the process's CPU time
- * over wall time x threads, about 100 % when every thread had a core to itself (the pool's
- * workers spin while they wait) and lower when other processes took turns on the cores.
+ * the file's tensor table (speed_model_info_read), not from mica's counters. On a shared
+ * machine both the bandwidth and the CPU time a process gets change from minute to minute,
+ * so the bandwidth is measured in every round (median of 3 passes, between the models'
+ * tests) and the bound uses the median over the rounds; and each test reports its "CPU
+ * share": the process's CPU time over wall time x threads, about 100 % when every thread
+ * had a core to itself (the pool's workers spin while they wait) and lower when other
+ * processes took turns on the cores.
  *
- * Deviations from llama.cpp's models (speed only): architecture "llama" instead of qwen2 (no
- * q/k/v biases) and an untied output matrix of the weight type (llama.cpp's Q4_0 mix keeps
- * token_embd/output Q8_0, the MoE's Q4_0 output Q6_K); 512 x n_embd, so under 0.5 % of the
- * bytes. Output: a table and one summary line per test on stdout; progress on stderr when it
- * is a terminal; "bench_shapes: what" and exit 1 on an error.
+ * Output: a table and one summary line per test on stdout; progress on stderr when it is a
+ * terminal; "bench_shapes: what" and exit 1 on an error.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include "bench_bw.h"
+#include "engine/speed.h"
 #include "mica.h"
 #include "model/model_synth.h"
 #include "tensor/tensor.h"
@@ -47,19 +49,18 @@
 #define BS_MAX_TOKENS 4096
 #define BS_MAX_REPS   1000
 #define BS_MAX_MODELS 8
-#define BS_SEED       0x6d696361 /* "mica" */
 
 /* ---- the reference shapes and llama.cpp's figures (2 threads, -p 64 -n 32 -r 3) ------ */
 
 typedef struct bs_shape {
-    const char *name; /* as in llamacpp-bench.md */
-    const char *key;  /* --shapes name */
-    int32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_expert, n_used, n_vocab;
+    const char *name;   /* as in llamacpp-bench.md */
+    const char *key;    /* --shapes name */
+    const char *preset; /* model_synth_preset name */
 } bs_shape;
 
 static const bs_shape bs_shapes[] = {
-    {"big-qwen2-0.5b-shape", "qwen2", 896, 24, 14, 2, 4864, 0, 0, 512},
-    {"big-llama-moe-8x", "moe", 512, 8, 8, 8, 1408, 8, 2, 512},
+    {"big-qwen2-0.5b-shape", "qwen2", "qwen2-0.5b"},
+    {"big-llama-moe-8x", "moe", "moe-8x"},
 };
 
 typedef struct bs_ref {
@@ -215,7 +216,6 @@ typedef struct bs_model {
     bool remove; /* written into the temporary folder */
     mica_model *model;
     mica_context *ctx;
-    float *logits;           /* (n_vocab) */
     double *pp, *tg;         /* t/s of each timed round */
     double *pp_cpu, *tg_cpu; /* CPU share of each timed round */
     int n_rounds;
@@ -253,27 +253,6 @@ static const bs_ref *bs_ref_for(const bs_shape *s, uint32_t type)
     return NULL;
 }
 
-/* Bytes of `rows` rows of n elements of `type`. */
-static double bs_rows(uint32_t type, int64_t n, int64_t rows)
-{
-    return (double)rows * (double)tensor_row_size(type, n);
-}
-
-/* Weights one decoded token reads: every layer's attention matrices, the dense FFN or the
- * router and n_used experts, the output matrix; one embedding row and the F32 norms. */
-static double bs_bytes_per_token(const model_synth_params *p)
-{
-    const uint32_t t = p->type;
-    const int64_t e = p->n_embd, kv = (int64_t)p->n_head_kv * (p->n_embd / p->n_head);
-    double layer = bs_rows(t, e, e) * 2 + bs_rows(t, e, kv) * 2; /* q, o; k, v */
-    const int64_t n_ffn = p->n_expert ? p->n_expert_used : 1;
-    layer += (double)n_ffn * (bs_rows(t, e, 2 * (int64_t)p->n_ff) + bs_rows(t, p->n_ff, e));
-    if (p->n_expert) layer += bs_rows(t, e, p->n_expert); /* router */
-    layer += 2.0 * (double)e * sizeof(float);             /* attn_norm, ffn_norm */
-    return (double)p->n_layer * layer + bs_rows(t, e, p->n_vocab) + bs_rows(t, e, 1) +
-           (double)e * sizeof(float);
-}
-
 static void bs_write_progress(void *ctx, int64_t done, int64_t total)
 {
     const bs_model *b = ctx;
@@ -286,20 +265,12 @@ static int bs_prepare(const bs_opts *o, bs_model *b, const char *dir)
     mica_err err;
     model_synth_params *p = &b->params;
     *p = model_synth_default_params();
-    p->n_vocab = b->shape->n_vocab;
-    p->n_ctx = 4096;
-    p->n_embd = b->shape->n_embd;
-    p->n_layer = b->shape->n_layer;
-    p->n_head = b->shape->n_head;
-    p->n_head_kv = b->shape->n_head_kv;
-    p->n_ff = b->shape->n_ff;
-    p->n_expert = b->shape->n_expert;
-    p->n_expert_used = b->shape->n_used;
+    if (model_synth_preset(p, b->shape->preset, &err)) return bs_fail("%s", err.msg);
     p->type = b->type;
-    p->seed = BS_SEED;
+    p->llama_mix = true;
+    p->n_threads = o->threads;
     p->progress = bs_write_progress;
     p->progress_ctx = b;
-    b->bytes_per_token = bs_bytes_per_token(p);
     if ((size_t)snprintf(b->path, sizeof b->path, "%s/%s.%s.gguf", dir, b->shape->name,
                          bs_type_name(b->type)) >= sizeof b->path)
         return bs_fail("--dir %s is too long", dir);
@@ -310,17 +281,19 @@ static int bs_prepare(const bs_opts *o, bs_model *b, const char *dir)
         if (model_synth_write(b->path, p, &err)) return bs_fail("%s", err.msg);
     }
     bs_progress("loading %s", b->path);
+    speed_model_info info;
+    if (speed_model_info_read(b->path, &info, &err)) return bs_fail("%s", err.msg);
+    b->bytes_per_token = info.decode_bytes;
     if (mica_model_load(&b->model, b->path, &err)) return bs_fail("%s", err.msg);
     mica_context_params cp = mica_context_default_params();
     cp.n_threads = o->threads;
     cp.n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
     if (mica_context_new(&b->ctx, b->model, cp, &err)) return bs_fail("%s", err.msg);
-    b->logits = malloc((size_t)p->n_vocab * sizeof *b->logits);
     b->pp = calloc((size_t)o->reps, sizeof *b->pp);
     b->tg = calloc((size_t)o->reps, sizeof *b->tg);
     b->pp_cpu = calloc((size_t)o->reps, sizeof *b->pp_cpu);
     b->tg_cpu = calloc((size_t)o->reps, sizeof *b->tg_cpu);
-    if (!b->logits || !b->pp || !b->tg || !b->pp_cpu || !b->tg_cpu) return bs_fail("out of memory");
+    if (!b->pp || !b->tg || !b->pp_cpu || !b->tg_cpu) return bs_fail("out of memory");
     return 0;
 }
 
@@ -328,7 +301,6 @@ static void bs_release(bs_model *b)
 {
     mica_context_free(b->ctx);
     mica_model_free(b->model);
-    free(b->logits);
     free(b->pp);
     free(b->tg);
     free(b->pp_cpu);
@@ -360,16 +332,6 @@ static int bs_list_models(const bs_opts *o, bs_model *models)
 
 /* ---- timing ----------------------------------------------------------------------------- */
 
-static void bs_tokens(const bs_model *b, mica_token *tok, int n)
-{
-    uint32_t r = 12345;
-    tok[0] = mica_model_bos(b->model) >= 0 ? mica_model_bos(b->model) : 1;
-    for (int i = 1; i < n; i++) {
-        r = r * 1103515245u + 12345u;
-        tok[i] = (mica_token)(3 + (r >> 8) % (uint32_t)(b->params.n_vocab - 3));
-    }
-}
-
 /* CPU time of the whole process (all threads), in seconds. */
 static double bs_cpu_time(void)
 {
@@ -379,46 +341,15 @@ static double bs_cpu_time(void)
            1e-6 * (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-/* pp: the prompt in one batch from an empty cache; returns t/s or -1 (reported). */
-static double bs_pp(const bs_opts *o, bs_model *b)
-{
-    mica_err err;
-    mica_token tok[BS_MAX_TOKENS];
-    bs_tokens(b, tok, o->n_prompt);
-    mica_seq_truncate(b->ctx, 0, 0);
-    const double t0 = core_now();
-    if (mica_decode(b->ctx, 0, tok, o->n_prompt, 0, false, b->logits, &err))
-        return bs_fail("%s: %s", b->path, err.msg), -1;
-    return o->n_prompt / (core_now() - t0);
-}
-
-/* tg: n_gen tokens one at a time from an empty cache, each the greedy pick of the last. */
-static double bs_tg(const bs_opts *o, bs_model *b)
-{
-    mica_err err;
-    mica_token t = mica_model_bos(b->model) >= 0 ? mica_model_bos(b->model) : 1;
-    mica_seq_truncate(b->ctx, 0, 0);
-    const double t0 = core_now();
-    for (int i = 0; i < o->n_gen; i++) {
-        if (mica_decode(b->ctx, 0, &t, 1, i, false, b->logits, &err))
-            return bs_fail("%s: %s", b->path, err.msg), -1;
-        int32_t best = 0;
-        for (int32_t k = 1; k < b->params.n_vocab; k++)
-            if (b->logits[k] > b->logits[best]) best = k;
-        t = best;
-    }
-    return o->n_gen / (core_now() - t0);
-}
-
-typedef double (*bs_test_fn)(const bs_opts *o, bs_model *b);
-
 /* Runs one test, storing its t/s and CPU share; false on an error (reported). */
-static bool bs_run_test(const bs_opts *o, bs_model *b, bs_test_fn fn, double *tps, double *cpu)
+static bool bs_run_test(const bs_opts *o, bs_model *b, speed_test test, double *tps, double *cpu)
 {
+    mica_err err;
     const double c0 = bs_cpu_time(), t0 = core_now();
-    *tps = fn(o, b);
+    if (speed_run(b->ctx, test, test == SPEED_PP ? o->n_prompt : o->n_gen, tps, &err))
+        return bs_fail("%s: %s", b->path, err.msg), false;
     *cpu = (bs_cpu_time() - c0) / ((core_now() - t0) * o->threads);
-    return *tps >= 0;
+    return true;
 }
 
 /* Warm-up, then o->reps rounds over the models, each followed by a bandwidth measurement
@@ -428,8 +359,8 @@ static int bs_time(const bs_opts *o, bs_model *models, int n, double *bw)
     double unused;
     for (int m = 0; m < n; m++) {
         bs_progress("warm-up %s %s", models[m].shape->name, bs_type_name(models[m].type));
-        if ((o->run_pp && !bs_run_test(o, &models[m], bs_pp, &unused, &unused)) ||
-            (o->run_tg && !bs_run_test(o, &models[m], bs_tg, &unused, &unused)))
+        if ((o->run_pp && !bs_run_test(o, &models[m], SPEED_PP, &unused, &unused)) ||
+            (o->run_tg && !bs_run_test(o, &models[m], SPEED_TG, &unused, &unused)))
             return 1;
     }
     for (int rep = 0; rep < o->reps; rep++) {
@@ -437,8 +368,8 @@ static int bs_time(const bs_opts *o, bs_model *models, int n, double *bw)
             bs_model *b = &models[m];
             bs_progress("round %d/%d: %s %s", rep + 1, o->reps, b->shape->name,
                         bs_type_name(b->type));
-            if ((o->run_pp && !bs_run_test(o, b, bs_pp, &b->pp[rep], &b->pp_cpu[rep])) ||
-                (o->run_tg && !bs_run_test(o, b, bs_tg, &b->tg[rep], &b->tg_cpu[rep])))
+            if ((o->run_pp && !bs_run_test(o, b, SPEED_PP, &b->pp[rep], &b->pp_cpu[rep])) ||
+                (o->run_tg && !bs_run_test(o, b, SPEED_TG, &b->tg[rep], &b->tg_cpu[rep])))
                 return 1;
             b->n_rounds = rep + 1;
         }
@@ -454,15 +385,6 @@ static int bs_time(const bs_opts *o, bs_model *models, int n, double *bw)
 }
 
 /* ---- report ----------------------------------------------------------------------------- */
-
-static void bs_stats(const double *v, int n, double *mean, double *sd)
-{
-    double s = 0, ss = 0;
-    for (int i = 0; i < n; i++) s += v[i];
-    *mean = s / n;
-    for (int i = 0; i < n; i++) ss += (v[i] - *mean) * (v[i] - *mean);
-    *sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
-}
 
 static const char *bs_verdict(double ratio, double target)
 {
@@ -501,8 +423,8 @@ static void bs_report(const bs_opts *o, const bs_model *models, int n, const dou
             if (!(test ? o->run_tg : o->run_pp)) continue;
             double mean, sd, cpu, cpu_sd;
             const double *v = test ? b->tg : b->pp;
-            bs_stats(v, b->n_rounds, &mean, &sd);
-            bs_stats(test ? b->tg_cpu : b->pp_cpu, b->n_rounds, &cpu, &cpu_sd);
+            speed_stats(v, b->n_rounds, &mean, &sd);
+            speed_stats(test ? b->tg_cpu : b->pp_cpu, b->n_rounds, &cpu, &cpu_sd);
             const double ref = b->ref ? (test ? b->ref->tg : b->ref->pp) : 0;
             const double target =
                 test ? bs_target_tg(b->shape->key, b->type) : bs_target_pp(b->shape->key, b->type);
@@ -524,8 +446,8 @@ static void bs_report(const bs_opts *o, const bs_model *models, int n, const dou
     for (int m = 0; m < n; m++) {
         const bs_model *b = &models[m];
         double pp = 0, tg = 0, sd;
-        if (o->run_pp) bs_stats(b->pp, b->n_rounds, &pp, &sd);
-        if (o->run_tg) bs_stats(b->tg, b->n_rounds, &tg, &sd);
+        if (o->run_pp) speed_stats(b->pp, b->n_rounds, &pp, &sd);
+        if (o->run_tg) speed_stats(b->tg, b->n_rounds, &tg, &sd);
         const double tpp = bs_target_pp(b->shape->key, b->type);
         const double ttg = bs_target_tg(b->shape->key, b->type);
         printf("bench_shapes: %s %s:", b->shape->name, bs_type_name(b->type));

@@ -56,6 +56,8 @@ int cmd_keys(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -23,6 +23,8 @@ static const cli_command commands[] = {
     {"quantize", cmd_quantize, "quantize a model (llama-quantize's mix, F16 for chosen tensors)"},
     {"perplexity", cmd_perplexity, "perplexity of a text, and KL divergence from a base model"},
     {"lora", cmd_lora, "merge LoRA adapters into a model (llama.cpp's adapter GGUF)"},
+    {"synth", cmd_synth, "write a random-weight model of a given architecture and shape"},
+    {"bench", cmd_bench, "prompt and decode tokens per second, like llama-bench"},
 #ifdef MICA_HAVE_SERVER
     {"serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API"},
     {"keys", cmd_keys, "add, list or revoke the gateway's API keys"},
