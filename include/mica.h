@@ -189,6 +189,25 @@ mica_token mica_sampler_sample(mica_sampler *s, float *logits);
 /* Tells the sampler about a token it did not pick (a prompt token), for the penalties. */
 void mica_sampler_accept(mica_sampler *s, mica_token t);
 
+/* ---- structured output ----------------------------------------------------------------- */
+
+/* A grammar that constrains what one sequence may generate (llama.cpp's GBNF syntax; the rule
+ * "root" is the whole document). The first grammar of a model builds a byte trie of its
+ * vocabulary, kept with the model. MICA_EINVAL with "grammar: line N: ..." for bad text. */
+typedef struct mica_grammar mica_grammar;
+
+mica_status mica_grammar_new(mica_grammar **out, mica_model *m, const char *gbnf, size_t len,
+                             mica_err *err);
+void mica_grammar_free(mica_grammar *g);
+/* Sets the logits of tokens that cannot continue the document to -infinity (end-of-generation
+ * tokens stay only where the document may end). MICA_EINVAL when no token can continue it. */
+mica_status mica_grammar_apply(mica_grammar *g, float *logits, mica_err *err);
+/* Moves past token t (an end-of-generation token changes nothing); MICA_EINVAL when the
+ * grammar does not allow t here. */
+mica_status mica_grammar_accept(mica_grammar *g, mica_token t, mica_err *err);
+/* The document is complete and nothing but an end-of-generation token may follow. */
+bool mica_grammar_done(const mica_grammar *g);
+
 #ifdef __cplusplus
 }
 #endif

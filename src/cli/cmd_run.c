@@ -6,6 +6,9 @@
  */
 #include "cli.h"
 #include "core/core.h"
+#ifdef MICA_HAVE_SERVER
+#include "grammar/schema_json.h"
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +27,15 @@ static const char run_help[] =
     CLI_LORA_HELP
     "  -c, --ctx N             context size in tokens (default: the model's)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
+    "      --grammar FILE      constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
+    "      --json-schema FILE  constrain the output to JSON valid under a JSON schema\n"
     "      --echo              print the prompt before the continuation\n"
     "      --stats             after the text, a table of tokens routed to each expert of\n"
     "                          each layer and their mean gate weight (MoE models), on stderr\n";
 
 typedef struct run_opts {
     const char *model, *prompt;
+    const char *grammar_file, *schema_file;
     long n_predict, n_ctx, n_threads;
     bool echo, stats;
     mica_sampler_params sp;
@@ -55,6 +61,10 @@ static int run_parse(int argc, char **argv, run_opts *o)
             if (!cli_int(&a, 1, 1L << 24, &o->n_ctx)) return 1;
         } else if (cli_is(&a, "-t", "--threads")) {
             if (!cli_int(&a, 1, 1024, &o->n_threads)) return 1;
+        } else if (cli_is(&a, NULL, "--grammar")) {
+            if (!(o->grammar_file = cli_value(&a))) return 1;
+        } else if (cli_is(&a, NULL, "--json-schema")) {
+            if (!(o->schema_file = cli_value(&a))) return 1;
         } else if (cli_is(&a, NULL, "--echo")) {
             o->echo = true;
         } else if (cli_is(&a, NULL, "--stats")) {
@@ -65,6 +75,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
     }
     if (!o->model) return cli_fail("run: -m MODEL is required");
     if (!o->prompt) return cli_fail("run: -p PROMPT is required");
+    if (o->grammar_file && o->schema_file)
+        return cli_fail("run: --grammar and --json-schema exclude each other");
     return 0;
 }
 
@@ -80,6 +92,7 @@ typedef struct run_state {
     mica_model *m;
     mica_context *c;
     mica_sampler *s;
+    mica_grammar *g; /* NULL: unconstrained */
     mica_token *prompt;
     float *logits;
     size_t n_prompt;
@@ -95,15 +108,55 @@ static mica_status run_generate(run_state *r, const run_opts *o, int32_t n_ctx, 
     int32_t pos = (int32_t)r->n_prompt;
     *n_gen = 0;
     while (o->n_predict < 0 || *n_gen < o->n_predict) {
+        if (r->g && (st = mica_grammar_apply(r->g, r->logits, err))) return st;
         mica_token t = mica_sampler_sample(r->s, r->logits);
         if (mica_model_is_eog(r->m, t)) break;
+        if (r->g && (st = mica_grammar_accept(r->g, t, err))) return st;
         print_piece(r->m, t);
         ++*n_gen;
+        if (r->g && mica_grammar_done(r->g)) break; /* a complete document */
         /* The last token is not fed back: nothing would read its logits. */
         if (pos >= n_ctx || *n_gen == o->n_predict) break;
         if ((st = mica_decode(r->c, 0, &t, 1, pos++, false, r->logits, err))) return st;
     }
     return MICA_OK;
+}
+
+/* The grammar of --grammar or --json-schema (GBNF text from a schema). */
+static int run_load_grammar(run_state *r, const run_opts *o)
+{
+    const char *path = o->grammar_file ? o->grammar_file : o->schema_file;
+    if (!path) return 0;
+    char *text = NULL;
+    size_t len = 0;
+    mica_err err;
+    core_buf gbnf;
+    core_buf_init(&gbnf, 64u << 20);
+    int rc = 1;
+    if (core_read_file(path, 16u << 20, &text, &len, &err)) {
+        rc = cli_fail_err(&err);
+        goto done;
+    }
+    if (o->schema_file) {
+#ifdef MICA_HAVE_SERVER
+        if (gram_schema_gbnf_text(text, len, &gbnf, &err)) goto fail;
+#else
+        rc = cli_fail("%s: --json-schema needs a build with Jansson", path);
+        goto done;
+#endif
+    } else if (!core_buf_append(&gbnf, text, len)) {
+        rc = cli_fail("%s: too large", path);
+        goto done;
+    }
+    if (mica_grammar_new(&r->g, r->m, gbnf.data ? gbnf.data : "", gbnf.len, &err)) goto fail;
+    rc = 0;
+    goto done;
+fail:
+    rc = cli_fail("%s: %s", path, err.msg);
+done:
+    free(text);
+    core_buf_free(&gbnf);
+    return rc;
 }
 
 /* Per layer and expert: tokens routed there, their share of the layer's routing decisions
@@ -173,6 +226,7 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     if (mica_sampler_new(&r.s, o.sp, mica_model_n_vocab(r.m), &err)) goto fail_err;
+    if (run_load_grammar(&r, &o)) goto done;
     if (o.echo) fputs(o.prompt, stdout);
     double t0 = core_now();
     int n_gen = 0;
@@ -187,6 +241,7 @@ fail_err:
     rc = cli_fail_err(&err);
 done:
     mica_sampler_free(r.s);
+    mica_grammar_free(r.g);
     free(r.prompt);
     free(r.logits);
     mica_context_free(r.c);

@@ -4,6 +4,7 @@
  * into passes of n_batch tokens. Calls model/ and tokenizer/; knows nothing of HTTP.
  */
 #include "engine.h"
+#include "grammar/grammar.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@ mica_status mica_model_load(mica_model **out, const char *path, mica_err *err)
         free(mm);
         return st;
     }
+    pthread_mutex_init(&mm->gram_mu, NULL);
     *out = mm;
     return MICA_OK;
 }
@@ -29,6 +31,8 @@ void mica_model_free(mica_model *mm)
 {
     if (!mm) return;
     model_free(mm->m);
+    gram_vocab_free(mm->gram_vocab);
+    pthread_mutex_destroy(&mm->gram_mu);
     free(mm);
 }
 

@@ -10,8 +10,12 @@
 #include "model/lora.h"
 #include "model/model.h"
 
+#include <pthread.h>
+
 struct mica_model {
     model *m;
+    struct gram_vocab *gram_vocab; /* the vocabulary's byte trie, built by the first grammar */
+    pthread_mutex_t gram_mu;
 };
 
 struct mica_lora {

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,8 @@ struct eng_req {
     int32_t slot;        /* index in s->running, -1 when not running */
     double prio_running; /* effective priority when admitted */
     mica_sampler *sampler;
+    mica_grammar *grammar;        /* NULL: unconstrained */
+    char error[MICA_ERR_MSG_MAX]; /* why it ended with ENG_FINISH_ERROR */
     eng_text text;
     double t_submit, t_enqueue, t_admit, t_first;
     int32_t n_preempted;
@@ -87,6 +90,7 @@ eng_sched_params eng_sched_default_params(void)
 static void req_free(eng_req *r)
 {
     mica_sampler_free(r->sampler);
+    mica_grammar_free(r->grammar);
     eng_text_free(&r->text);
     free(r->toks);
     free(r->bias_tokens);
@@ -169,6 +173,9 @@ static mica_status req_new(eng_sched *s, const eng_req_params *p, eng_req **out,
     }
     if ((st = eng_text_init(&r->text, p->stops, p->n_stops, 1 << 20, err))) goto fail;
     if ((st = mica_sampler_new(&r->sampler, p->sampling, s->n_vocab, err))) goto fail;
+    if (p->grammar &&
+        (st = mica_grammar_new(&r->grammar, s->model, p->grammar, p->grammar_len, err)))
+        goto fail;
     for (int32_t i = 0; i < p->n_prompt; i++) mica_sampler_accept(r->sampler, p->prompt[i]);
     *out = r;
     return MICA_OK;
@@ -454,7 +461,8 @@ static int32_t top_tokens(const float *lp, int32_t n_vocab, eng_logprob *top, in
     return n;
 }
 
-/* Biases, then samples; the logprobs are of the model's raw distribution. */
+/* Biases, the grammar's mask, then samples; the logprobs are of the model's raw distribution.
+ * -1 (with r->error) when the grammar leaves no token. */
 static mica_token sample(eng_sched *s, eng_req *r, float *logits, eng_event *ev, eng_logprob *top)
 {
     if (r->logprobs) log_softmax(logits, s->scratch, s->n_vocab);
@@ -462,6 +470,11 @@ static mica_token sample(eng_sched *s, eng_req *r, float *logits, eng_event *ev,
     if (r->ignore_eos)
         for (mica_token t = 0; t < s->n_vocab; t++)
             if (mica_model_is_eog(s->model, t)) logits[t] = -INFINITY;
+    mica_err err;
+    if (r->grammar && mica_grammar_apply(r->grammar, logits, &err)) {
+        snprintf(r->error, sizeof r->error, "%s", err.msg);
+        return -1;
+    }
     const mica_token t = mica_sampler_sample(r->sampler, logits);
     if (r->logprobs) {
         ev->logprob = s->scratch[t];
@@ -477,9 +490,15 @@ static eng_finish advance(eng_sched *s, eng_req *r, float *logits)
     eng_event ev = req_event(r);
     eng_logprob top[ENG_MAX_TOP_LOGPROBS];
     const mica_token t = sample(s, r, logits, &ev, top);
+    if (t < 0) return ENG_FINISH_ERROR;
     const double now = core_now();
     if (r->t_first == 0) r->t_first = now;
     if (mica_model_is_eog(s->model, t) && !r->ignore_eos) return ENG_FINISH_STOP;
+    mica_err err;
+    if (r->grammar && mica_grammar_accept(r->grammar, t, &err)) {
+        snprintf(r->error, sizeof r->error, "%s", err.msg);
+        return ENG_FINISH_ERROR;
+    }
     r->toks[r->n_toks++] = t;
     char piece[256];
     size_t len = mica_token_to_piece(s->model, t, false, piece, sizeof piece);
@@ -494,6 +513,8 @@ static eng_finish advance(eng_sched *s, eng_req *r, float *logits)
     r->on_event(r->ud, &ev);
     if (tr == ENG_TEXT_STOP) return ENG_FINISH_STOP;
     if (tr == ENG_TEXT_FULL) return ENG_FINISH_LENGTH;
+    /* A complete document allows only end-of-generation tokens: stop without another step. */
+    if (r->grammar && mica_grammar_done(r->grammar)) return ENG_FINISH_STOP;
     const int32_t n_gen = r->n_toks - r->n_prompt;
     if ((r->max_tokens >= 0 && n_gen >= r->max_tokens) || r->n_toks >= s->p.n_ctx)
         return ENG_FINISH_LENGTH;
@@ -571,7 +592,8 @@ bool eng_sched_step(eng_sched *s)
     }
     while (done) {
         eng_req *next = done->next;
-        req_finish(s, done, why[--n_done], NULL);
+        const eng_finish f = why[--n_done];
+        req_finish(s, done, f, f == ENG_FINISH_ERROR ? done->error : NULL);
         done = next;
     }
     return true;

@@ -68,6 +68,9 @@ typedef struct eng_req_params {
     const char *const *stops; /* stop strings (copied), at most 8 */
     int32_t n_stops;
     bool ignore_eos;      /* keep generating past end-of-generation tokens */
+    const char *grammar;  /* GBNF the output must follow (mica_grammar_new), NULL: none; the
+                             request ends when the document is complete */
+    size_t grammar_len;
     bool logprobs;        /* fill eng_event.logprob */
     int32_t top_logprobs; /* 0 .. ENG_MAX_TOP_LOGPROBS alternatives per token */
     int priority;         /* 0 .. ENG_MAX_PRIORITY, higher goes first */

@@ -495,6 +495,8 @@ static mica_status submit_choices(srv_job *j, mica_err *err)
         p.stops = (const char *const *)j->g.stops;
         p.n_stops = j->g.n_stops;
         p.ignore_eos = j->g.ignore_eos;
+        p.grammar = j->g.grammar;
+        p.grammar_len = j->g.grammar_len;
         p.logprobs = j->g.logprobs;
         p.top_logprobs = j->g.top_logprobs;
         p.priority = j->g.priority;

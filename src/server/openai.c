@@ -5,6 +5,8 @@
  * llama.cpp's (temperature 0.8, top_k 40, top_p 0.95, min_p 0.05). Called by http.c.
  */
 #include "srv_int.h"
+#include "grammar/grammar.h"
+#include "grammar/schema_json.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -32,6 +34,7 @@ void srv_gen_free(srv_gen *g)
     free(g->prompt);
     free(g->log_prompt);
     json_decref(g->tools);
+    free(g->grammar);
     free(g->bias_tokens);
     free(g->bias_values);
     for (int i = 0; i < g->n_stops; i++) free(g->stops[i]);
@@ -325,6 +328,61 @@ static bool parse_prompt(srv *s, json_t *body, srv_gen *g, srv_error *e)
     return ok;
 }
 
+/* The GBNF of response_format: text (none), json_object, or json_schema's schema. */
+static bool response_format_gbnf(json_t *rf, core_buf *out, srv_error *e)
+{
+    const char *type = json_string_value(json_object_get(rf, "type"));
+    mica_err err;
+    if (!json_is_object(rf) || !type)
+        return srv_fail(e, 400, "response_format",
+                        "'response_format' must be an object with a 'type'");
+    if (!strcmp(type, "text")) return true;
+    if (!strcmp(type, "json_object")) {
+        if (gram_schema_any_object(out, &err))
+            return srv_fail(e, 500, "response_format", "%s", err.msg);
+        return true;
+    }
+    if (strcmp(type, "json_schema"))
+        return srv_fail(e, 400, "response_format", "unknown response_format type '%s'", type);
+    json_t *schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
+    if (!schema)
+        return srv_fail(e, 400, "response_format",
+                        "'response_format.json_schema.schema' is missing");
+    if (gram_schema_gbnf(schema, out, &err))
+        return srv_fail(e, 400, "response_format", "invalid JSON schema: %s", err.msg);
+    return true;
+}
+
+/* What the output must follow: response_format, or llama.cpp's "grammar" (GBNF text). */
+static bool parse_structured(json_t *body, srv_gen *g, srv_error *e)
+{
+    json_t *rf = json_object_get(body, "response_format");
+    json_t *gr = json_object_get(body, "grammar");
+    if (rf && json_is_null(rf)) rf = NULL;
+    if (gr && json_is_null(gr)) gr = NULL;
+    if (!rf && !gr) return true;
+    if (rf && gr)
+        return srv_fail(e, 400, "grammar", "'grammar' and 'response_format' exclude each other");
+    if (gr && !json_is_string(gr)) return srv_fail(e, 400, "grammar", "'grammar' must be a string");
+    core_buf gbnf;
+    core_buf_init(&gbnf, 64u << 20);
+    bool ok = gr ? core_buf_append(&gbnf, json_string_value(gr), json_string_length(gr)) ||
+                       srv_fail(e, 400, "grammar", "'grammar' is too large")
+                 : response_format_gbnf(rf, &gbnf, e);
+    gram *parsed = NULL;
+    mica_err err;
+    if (ok && gbnf.len && gram_parse(&parsed, gbnf.data, gbnf.len, NULL, &err))
+        ok = srv_fail(e, 400, gr ? "grammar" : "response_format", "%s", err.msg);
+    gram_free(parsed);
+    if (ok && gbnf.len) {
+        g->grammar = gbnf.data; /* the job owns it now */
+        g->grammar_len = gbnf.len;
+    } else {
+        core_buf_free(&gbnf);
+    }
+    return ok;
+}
+
 static bool check_length(srv *s, srv_gen *g, srv_error *e)
 {
     if (g->n_prompt < s->cfg.n_ctx) return true;
@@ -354,8 +412,8 @@ bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, 
          parse_stream(root, g, e) && parse_lengths(root, g, e) && parse_sampling(root, g, e) &&
          parse_stops(root, g, e) && parse_logprobs(root, g, e) &&
          parse_logit_bias(root, mica_model_n_vocab(s->models[g->model].m), g, e) &&
-         parse_tier(s, root, g, e) && srv_parse_tools(root, g, e) && parse_prompt(s, root, g, e) &&
-         check_length(s, g, e);
+         parse_tier(s, root, g, e) && srv_parse_tools(root, g, e) && parse_structured(root, g, e) &&
+         parse_prompt(s, root, g, e) && check_length(s, g, e);
     json_decref(root);
     if (!ok) srv_gen_free(g);
     return ok;

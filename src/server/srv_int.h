@@ -182,6 +182,8 @@ typedef struct srv_gen {
     bool no_content_logs; /* keep prompt and answer out of every log (set before parsing too) */
     char *log_prompt;     /* owned: the prompt as the request log stores it; NULL when not */
     json_t *tools;        /* owned: the request's tools (NULL: none) */
+    char *grammar;        /* owned: GBNF from response_format or "grammar" (NULL: none) */
+    size_t grammar_len;
     srv_tool_choice tool_choice;
     char tool_name[72]; /* SRV_TOOL_NAMED */
     bool parallel_tool_calls;
