@@ -61,6 +61,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
 
 /* --lora FILE[:SCALE] (cmd_lora.c) for the commands that evaluate a model: cli_lora_opt
  * parses one (*handled as cli_sampling_opt), cli_lora_attach loads them for m and applies

@@ -31,6 +31,7 @@ static const cli_command commands[] = {
     {"logs", cmd_logs, "list, show, export or purge the gateway's request log"},
     {"template", cmd_template, "render a chat template over a conversation (JSON)"},
     {"eval", cmd_eval, "accuracy of a model on labelled examples (JSON lines)"},
+    {"finetune", cmd_finetune, "train a LoRA adapter on prompt/completion records (JSON lines)"},
 #endif
 };
 

@@ -1,0 +1,224 @@
+/*
+ * train_ops.c - the building blocks of the training passes: linear layers (forward through
+ * tensor/'s matmul on F32 views, so it computes what inference computes; backward as two more
+ * matmuls over transposed copies, each output element summed by one thread in a fixed order),
+ * LoRA products with dropout, and the element-wise operations with their derivatives
+ * (forward numerics copied from model/forward.c's rules: float math, double sums).
+ * Called by train_forward.c and train_backward.c.
+ */
+#include "train/train_int.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- linear layers -------------------------------------------------------------------- */
+
+static tensor_view f32_view(const float *data, int64_t n_in, int64_t n_out)
+{
+    tensor_view v = {0};
+    v.data = data;
+    v.type = GGUF_T_F32;
+    v.ne[0] = n_in;
+    v.ne[1] = n_out;
+    v.ne[2] = v.ne[3] = 1;
+    v.row_bytes = (size_t)n_in * sizeof(float);
+    v.name = "train";
+    return v;
+}
+
+void train_linear_fwd(tensor_pool *pool, const float *W, int64_t n_in, int64_t n_out,
+                      const float *x, int64_t n, float *y)
+{
+    const tensor_view v = f32_view(W, n_in, n_out);
+    tensor_matmul(pool, &v, x, n, y);
+}
+
+/* dst (cols rows of rows) = src^T, src rows rows of cols. */
+static void transpose(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+
+void train_linear_bwd(train_work *w, tensor_pool *pool, const float *W, float *dW, int64_t n_in,
+                      int64_t n_out, const float *x, const float *dy, int64_t n, float *dx)
+{
+    if (dx) { /* dx[r][i] = sum_o dy[r][o] W[o][i]: a matmul with W^T as the weight */
+        transpose(W, n_out, n_in, w->t_w);
+        train_linear_fwd(pool, w->t_w, n_out, n_in, dy, n, w->t_out);
+        train_add(dx, w->t_out, n * n_in);
+    }
+    if (dW) { /* dW[o][i] = sum_r dy[r][o] x[r][i]: rows of dy^T times rows of x^T */
+        transpose(x, n, n_in, w->t_x);
+        transpose(dy, n, n_out, w->t_dy);
+        train_linear_fwd(pool, w->t_x, n, n_in, w->t_dy, n_out, w->t_out);
+        train_add(dW, w->t_out, n_out * n_in);
+    }
+}
+
+/* ---- LoRA ----------------------------------------------------------------------------- */
+
+/* The input of A: x itself, or x with elements dropped (kept ones scaled by 1 / (1 - p)),
+ * the mask drawn from seed. */
+static const float *lora_input(train_work *w, train_acts *a, train_lora_site s, const float *x,
+                               int64_t n_in, uint64_t seed)
+{
+    if (w->dropout_p <= 0.0f) return x;
+    const float p = w->dropout_p, keep_scale = 1.0f / (1.0f - p);
+    core_rng r;
+    core_rng_seed(&r, seed);
+    for (int64_t i = 0; i < (int64_t)w->n * n_in; i++) {
+        const bool keep = core_rng_uniform(&r) >= p;
+        a->lora_keep[s][i] = keep;
+        a->lora_xd[s][i] = keep ? x[i] * keep_scale : 0.0f;
+    }
+    return a->lora_xd[s];
+}
+
+void train_lora_fwd(train_work *w, tensor_pool *pool, const train_lora *lo, train_acts *a,
+                    train_lora_site s, const float *x, int64_t n_in, int64_t n_out, float *y,
+                    uint64_t seed)
+{
+    if (!lo->a) return;
+    const int64_t r = lo->a->ne[1], n = w->n;
+    const float *xd = lora_input(w, a, s, x, n_in, seed);
+    train_linear_fwd(pool, lo->a->w, n_in, r, xd, n, a->lora_u[s]);
+    train_linear_fwd(pool, lo->b->w, r, n_out, a->lora_u[s], n, w->tmp);
+    for (int64_t i = 0; i < n * n_out; i++) y[i] += lo->scale * w->tmp[i];
+}
+
+void train_lora_bwd(train_work *w, tensor_pool *pool, const train_lora *lo, const train_acts *a,
+                    train_lora_site s, const float *x, int64_t n_in, int64_t n_out, const float *dy,
+                    float *dx)
+{
+    if (!lo->a) return;
+    const int64_t r = lo->a->ne[1], n = w->n;
+    const bool dropped = w->dropout_p > 0.0f;
+    const float *xd = dropped ? a->lora_xd[s] : x;
+    float *sdy = w->lora_dy, *du = w->lora_du, *dxd = w->lora_dxd;
+    for (int64_t i = 0; i < n * n_out; i++) sdy[i] = lo->scale * dy[i];
+    memset(du, 0, (size_t)(n * r) * sizeof(float));
+    train_linear_bwd(w, pool, lo->b->w, lo->b->g, r, n_out, a->lora_u[s], sdy, n, du);
+    if (!dropped) {
+        train_linear_bwd(w, pool, lo->a->w, lo->a->g, n_in, r, xd, du, n, dx);
+        return;
+    }
+    memset(dxd, 0, (size_t)(n * n_in) * sizeof(float));
+    train_linear_bwd(w, pool, lo->a->w, lo->a->g, n_in, r, xd, du, n, dxd);
+    const float keep_scale = 1.0f / (1.0f - w->dropout_p);
+    for (int64_t i = 0; i < n * n_in; i++)
+        if (a->lora_keep[s][i]) dx[i] += dxd[i] * keep_scale;
+}
+
+/* ---- element-wise ----------------------------------------------------------------------- */
+
+void train_add(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* Squares in float, sum in double, mean in float (model/forward.c's rms_norm). */
+void train_rms_norm(const float *x, const float *w, float *y, float *rstd, int64_t n_rows,
+                    int64_t n, float eps)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * n;
+        double sum = 0.0;
+        for (int64_t i = 0; i < n; i++) sum += (double)(xr[i] * xr[i]);
+        const float mean = (float)(sum / (double)n);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        for (int64_t i = 0; i < n; i++) y[r * n + i] = (xr[i] * scale) * w[i];
+        rstd[r] = scale;
+    }
+}
+
+/* y = x s w with s = (mean(x^2) + eps)^-1/2: dx = s (dy w) - x s^3 / n * sum(dy w x). */
+void train_rms_norm_bwd(const float *x, const float *w, const float *rstd, const float *dy,
+                        float *dx, float *dw, int64_t n_rows, int64_t n)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * n, *dyr = dy + r * n;
+        const float s = rstd[r];
+        double dot = 0.0;
+        for (int64_t i = 0; i < n; i++) dot += (double)dyr[i] * w[i] * xr[i];
+        const float c = (float)(dot * s * s * s / (double)n);
+        for (int64_t i = 0; i < n; i++) dx[r * n + i] += s * dyr[i] * w[i] - c * xr[i];
+        if (dw)
+            for (int64_t i = 0; i < n; i++) dw[i] += dyr[i] * xr[i] * s;
+    }
+}
+
+/* expf(x - max), sum in double, then one multiply (ggml_soft_max). */
+void train_softmax(float *x, int64_t n)
+{
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void train_swiglu(const float *g, const float *u, float *h, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* silu'(g) = sig(g) (1 + g (1 - sig(g))). */
+void train_swiglu_bwd(const float *g, const float *u, const float *dh, float *dg, float *du,
+                      int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float sig = 1.0f / (1.0f + expf(-g[i]));
+        du[i] = dh[i] * g[i] * sig;
+        dg[i] = dh[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+    }
+}
+
+/* Angles by repeated float multiplication, as ggml (model/forward.c's rope_angles). */
+void train_rope_angles(int n_rot, int32_t pos, float base, float *cs)
+{
+    const float theta_scale = powf(base, -2.0f / (float)n_rot);
+    float theta = (float)pos;
+    for (int i = 0; i < n_rot / 2; i++) {
+        cs[2 * i] = cosf(theta);
+        cs[2 * i + 1] = sinf(theta);
+        theta *= theta_scale;
+    }
+}
+
+/* NORM rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + n_rot/2]). The inverse rotation
+ * (the transpose) is the backward pass. */
+void train_rope_row(float *row, int n_heads, int head_dim, int n_rot, const float *cs,
+                    model_rope mode, bool inverse)
+{
+    const int half = n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = row + (int64_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            const int i0 = mode == MODEL_ROPE_NORM ? 2 * i : i;
+            const int i1 = mode == MODEL_ROPE_NORM ? 2 * i + 1 : i + half;
+            const float c = cs[2 * i], s = inverse ? -cs[2 * i + 1] : cs[2 * i + 1];
+            const float x0 = x[i0], x1 = x[i1];
+            x[i0] = x0 * c - x1 * s;
+            x[i1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+void train_top_k(const float *probs, int n_expert, int k, int32_t *sel, float *sel_w)
+{
+    for (int s = 0; s < k; s++) {
+        int best = -1;
+        for (int e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int u = 0; u < s; u++) taken |= sel[u] == e;
+            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
+        }
+        sel[s] = best;
+        sel_w[s] = probs[best];
+    }
+}
