@@ -66,7 +66,8 @@ int64_t mica_model_meta_str(const mica_model *m, const char *key, char *buf, siz
 /* Tokenizes text[0..len). add_special: BOS/EOS as the model's metadata says; parse_special:
  * text such as "<s>" becomes the special token rather than plain text. Writes at most cap
  * ids; *n_out receives the number needed (so a too-small buffer gives MICA_ERANGE and the
- * size to retry with). */
+ * size to retry with). Never more than 3 * len + 16 ids (byte fallback spends three on a
+ * space). */
 mica_status mica_tokenize(const mica_model *m, const char *text, size_t len, bool add_special,
                           bool parse_special, mica_token *ids, size_t cap, size_t *n_out,
                           mica_err *err);

@@ -208,7 +208,7 @@ int cmd_run(int argc, char **argv)
     if (mica_context_new(&r.c, r.m, cp, &err)) goto fail_err;
     if (cli_lora_attach(&o.loras, r.m, r.c)) goto done;
     const int32_t n_ctx = o.n_ctx ? (int32_t)o.n_ctx : mica_model_n_ctx_train(r.m);
-    size_t len = strlen(o.prompt), cap = len + 16;
+    size_t len = strlen(o.prompt), cap = 3 * len + 16; /* mica_tokenize's most */
     r.prompt = malloc(cap * sizeof *r.prompt);
     r.logits = malloc((size_t)mica_model_n_vocab(r.m) * sizeof *r.logits);
     if (!r.prompt || !r.logits) {

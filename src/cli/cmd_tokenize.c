@@ -87,7 +87,7 @@ int cmd_tokenize(int argc, char **argv)
         len = strlen(o.prompt);
     }
     if (mica_model_load(&m, o.model, &err)) goto fail_err;
-    size_t cap = len + 16, n = 0;
+    size_t cap = 3 * len + 16, n = 0; /* mica_tokenize's most */
     ids = malloc(cap * sizeof *ids);
     if (!ids) {
         rc = cli_fail("tokenize: out of memory");

@@ -95,7 +95,9 @@ mica_status mica_tokenize(const mica_model *mm, const char *text, size_t len, bo
                           mica_err *err)
 {
     tok_ids out;
-    tok_ids_init(&out, len + 16);
+    /* The most a text can take: byte fallback writes each space as the three bytes of U+2581,
+     * one token each; plus BOS, EOS and the like. */
+    tok_ids_init(&out, 3 * len + 16);
     mica_status st = tok_encode(mm->m->vocab, text, len, add_special, parse_special, &out, err);
     if (st) goto done;
     *n_out = out.n;

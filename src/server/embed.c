@@ -36,10 +36,10 @@ static bool input_tokens(const srv_model *m, json_t *in, size_t i, mica_token **
     if (json_is_string(in)) {
         const size_t len = json_string_length(in);
         size_t got;
-        *toks = malloc((len + 16) * sizeof **toks);
+        *toks = malloc((3 * len + 16) * sizeof **toks); /* mica_tokenize's most */
         mica_err err;
         if (!*toks) return srv_fail(e, 500, "input", "out of memory");
-        if (mica_tokenize(m->m, json_string_value(in), len, true, false, *toks, len + 16, &got,
+        if (mica_tokenize(m->m, json_string_value(in), len, true, false, *toks, 3 * len + 16, &got,
                           &err))
             return srv_fail(e, 400, "input", "input[%zu]: %s", i, err.msg);
         *n = (int32_t)got;

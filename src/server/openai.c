@@ -258,7 +258,7 @@ static bool tokenize(srv *s, srv_gen *g, const char *text, size_t len, bool add_
                      srv_error *e, const char *param)
 {
     const mica_model *m = s->models[g->model].m;
-    size_t cap = len + 16, n;
+    size_t cap = 3 * len + 16, n; /* the most mica_tokenize writes for len bytes */
     g->prompt = malloc(cap * sizeof *g->prompt);
     if (!g->prompt) return srv_fail(e, 500, param, "out of memory");
     mica_err err;
@@ -413,7 +413,8 @@ bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, 
          parse_stops(root, g, e) && parse_logprobs(root, g, e) &&
          parse_logit_bias(root, mica_model_n_vocab(s->models[g->model].m), g, e) &&
          parse_tier(s, root, g, e) && srv_parse_tools(root, g, e) && parse_structured(root, g, e) &&
-         parse_prompt(s, root, g, e) && check_length(s, g, e);
+         srv_tools_grammar(g, s->models[g->model].tool_family, e) && parse_prompt(s, root, g, e) &&
+         check_length(s, g, e);
     json_decref(root);
     if (!ok) srv_gen_free(g);
     return ok;

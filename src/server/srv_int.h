@@ -221,6 +221,10 @@ bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, 
 void srv_gen_free(srv_gen *g);
 /* tools, tool_choice, parallel_tool_calls (tools.c). */
 bool srv_parse_tools(json_t *body, srv_gen *g, srv_error *e);
+/* tool_choice required or named: the grammar that makes the answer one call (or several, with
+ * parallel_tool_calls) in the family's markup, arguments following the function's parameters
+ * when it is "strict". Sets g->grammar; a 400 when response_format or grammar is also given. */
+bool srv_tools_grammar(srv_gen *g, srv_tool_family family, srv_error *e);
 
 /* Renders the prompt of a chat request (and its tools, NULL: none) with the model's template
  * or format (chat.c): a

@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include "srv_int.h"
+#include "grammar/schema_json.h"
 
 #include <gnutls/crypto.h>
 #include <stdio.h>
@@ -408,4 +409,81 @@ json_t *srv_tool_call_json(const srv_tool_call *c, int index, bool with_index)
                           "name", c->name, "arguments", c->arguments);
     if (with_index) json_object_set_new(o, "index", json_integer(index));
     return o;
+}
+
+/* ---- forcing calls: tool_choice required or named --------------------------------------- */
+
+/* The schema of one call of tool t: {"name": const, ARGS: its parameters when the function is
+ * strict, else any object}; ARGS is "parameters" for Llama 3, "arguments" for the others. */
+static json_t *call_schema(json_t *t, const char *args_key)
+{
+    json_t *fn = json_object_get(t, "function");
+    json_t *params = json_object_get(fn, "parameters");
+    json_t *args = json_is_true(json_object_get(fn, "strict")) && params
+                       ? json_deep_copy(params)
+                       : json_pack("{s:s}", "type", "object");
+    return json_pack("{s:s,s:{s:{s:O},s:o},s:[s,s]}", "type", "object", "properties", "name",
+                     "const", json_object_get(fn, "name"), args_key, args, "required", "name",
+                     args_key);
+}
+
+/* The calls the request allows: every tool, or the named one. */
+static json_t *calls_schema(const srv_gen *g, const char *args_key)
+{
+    json_t *any = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(g->tools, i, t)
+    {
+        const char *name =
+            json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+        if (g->tool_choice != SRV_TOOL_NAMED || !strcmp(name, g->tool_name))
+            json_array_append_new(any, call_schema(t, args_key));
+    }
+    return json_pack("{s:o}", "anyOf", any);
+}
+
+bool srv_tools_grammar(srv_gen *g, srv_tool_family family, srv_error *e)
+{
+    if (g->tool_choice != SRV_TOOL_REQUIRED && g->tool_choice != SRV_TOOL_NAMED) return true;
+    if (g->grammar)
+        return srv_fail(e, 400, "tool_choice",
+                        "tool_choice 'required' or a named function cannot be combined with "
+                        "'response_format' or 'grammar'");
+    json_t *schema = calls_schema(g, family == SRV_TOOLS_LLAMA3 ? "parameters" : "arguments");
+    core_buf gbnf;
+    core_buf_init(&gbnf, 64u << 20);
+    mica_err err;
+    const mica_status st = gram_schema_gbnf(schema, &gbnf, &err);
+    json_decref(schema);
+    if (st) {
+        core_buf_free(&gbnf);
+        return srv_fail(e, 400, "tools", "a tool's parameters: %s", err.msg);
+    }
+    /* The schema's root becomes one call; the root around it is the family's markup. */
+    char *root = gbnf.data ? strstr(gbnf.data, "root ::= ") : NULL;
+    if (!root) {
+        core_buf_free(&gbnf);
+        return srv_fail(e, 500, "tools", "the tool grammar has no root");
+    }
+    memcpy(root, "call", 4); /* as long as "root" */
+    const bool more = g->parallel_tool_calls;
+    bool ok;
+    if (family == SRV_TOOLS_MISTRAL)
+        ok = core_buf_printf(&gbnf, "root ::= \"[TOOL_CALLS][\" call %s\"]\"\n",
+                             more ? "(\", \" call)*" : "");
+    else if (family == SRV_TOOLS_LLAMA3)
+        ok = core_buf_printf(&gbnf, "root ::= call %s\n", more ? "(\"; \" call)*" : "");
+    else
+        ok = core_buf_printf(&gbnf,
+                             "tc ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n"
+                             "root ::= tc %s\n",
+                             more ? "(\"\\n\" tc)*" : "");
+    if (!ok) {
+        core_buf_free(&gbnf);
+        return srv_fail(e, 400, "tools", "the tools are too large");
+    }
+    g->grammar = gbnf.data; /* the job owns it */
+    g->grammar_len = gbnf.len;
+    return true;
 }

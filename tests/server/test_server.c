@@ -632,6 +632,10 @@ static void test_openai_npm_client(void **state)
     }
     srv_config cfg;
     srv *s = start(&cfg, model);
+    srv_stop(s);
+    cfg.n_ctx = 1024; /* the tools' description makes long prompts */
+    mica_err err;
+    if (srv_start(&s, &cfg, &err)) fail_msg("%s", err.msg);
     char cmd[1600];
     snprintf(cmd, sizeof cmd, "node %s/client.mjs http://127.0.0.1:%u/v1 stories", dir,
              (unsigned)srv_port(s));

@@ -2,7 +2,9 @@
  * test_structured.c - structured output through the gateway over real HTTP: response_format
  * json_schema (chat, plain and streamed) and json_object, and llama.cpp's "grammar" field
  * (completions) return text that follows them; an invalid schema is a 400 naming the schema
- * path with param "response_format", a bad grammar a 400 with param "grammar". The model is a
+ * path with param "response_format", a bad grammar a 400 with param "grammar"; a named
+ * tool_choice makes the answer a call of that tool with arguments following its (strict)
+ * parameters. The model is a
  * random-weight one with byte tokens (model_synth), so any JSON can be written and no shared
  * data is needed.
  */
@@ -205,6 +207,50 @@ static void test_bad_schema_and_grammar(void **state)
                "grammar", "rule 'undefined' is used but not defined");
 }
 
+/* Two tools; the named one is called, with arguments following its parameters (strict). */
+static const char two_tools[] =
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"b\",\"strict\":true,\"parameters\":"
+    "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"}},\"required\":[\"n\"]}}}]";
+
+static void test_named_tool_choice(void **state)
+{
+    fixture *f = *state;
+    char body[1024];
+    for (int seed = 0; seed < 5; seed++) {
+        snprintf(body, sizeof body,
+                 "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+                 "%s,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"b\"}},"
+                 "\"parallel_tool_calls\":false,\"temperature\":1,\"seed\":%d,"
+                 "\"max_tokens\":400}",
+                 two_tools, seed);
+        reply r = post(f, "/v1/chat/completions", body);
+        json_t *v = parse_reply(&r, 200);
+        json_t *ch = json_array_get(json_object_get(v, "choices"), 0);
+        assert_string_equal(json_string_value(json_object_get(ch, "finish_reason")), "tool_calls");
+        json_t *calls = json_object_get(json_object_get(ch, "message"), "tool_calls");
+        assert_int_equal(json_array_size(calls), 1);
+        json_t *fn = json_object_get(json_array_get(calls, 0), "function");
+        assert_string_equal(json_string_value(json_object_get(fn, "name")), "b");
+        json_t *args = json_loads(json_string_value(json_object_get(fn, "arguments")), 0, NULL);
+        assert_true(json_is_integer(json_object_get(args, "n")));
+        assert_int_equal(json_object_size(args), 1);
+        json_decref(args);
+        json_decref(v);
+        reply_free(&r);
+    }
+    snprintf(body, sizeof body,
+             "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+             "%s,\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}",
+             two_tools);
+    expect_400(f, "/v1/chat/completions", body, "tool_choice", "cannot be combined");
+    snprintf(body, sizeof body,
+             "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+             "%s,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"c\"}}}",
+             two_tools);
+    expect_400(f, "/v1/chat/completions", body, "tool_choice", "'c'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_json_object),
         cmocka_unit_test(test_grammar_field),
         cmocka_unit_test(test_bad_schema_and_grammar),
+        cmocka_unit_test(test_named_tool_choice),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
