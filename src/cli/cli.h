@@ -5,6 +5,7 @@
 #ifndef MICA_CLI_H
 #define MICA_CLI_H
 
+#include "core/core.h"
 #include "mica.h"
 
 #include <stdbool.h>
@@ -81,6 +82,31 @@ void cli_loras_free(cli_loras *l);
 #define CLI_LORA_HELP                                                                              \
     "      --lora FILE[:SCALE] apply a LoRA adapter (llama.cpp GGUF) at SCALE (default 1);\n"      \
     "                          repeatable\n"
+
+/* What every generating command takes (cli_gen.c): -m, -c, -t, the sampling options, --lora,
+ * --grammar / --json-schema. cli_gen_opt parses one (*handled as cli_sampling_opt);
+ * cli_gen_check checks the whole; cli_gen_open loads the model, makes the context (-c, else
+ * the model's training context, at most n_ctx_cap unless that is 0), attaches the adapters and reads the grammar's GBNF into gbnf;
+ * cli_gen_grammar makes a fresh grammar from it (NULL when none was asked); cli_gen_close
+ * frees what cli_gen_open made. The int functions return 1 after printing an error. */
+typedef struct cli_gen_opts {
+    const char *model, *grammar_file, *schema_file;
+    long n_ctx, n_threads;
+    mica_sampler_params sp;
+    cli_loras loras;
+    core_buf gbnf;
+} cli_gen_opts;
+
+int cli_gen_opt(cli_args *a, cli_gen_opts *o, bool *handled);
+int cli_gen_check(const cli_gen_opts *o, const char *cmd);
+int cli_gen_open(cli_gen_opts *o, int32_t n_ctx_cap, mica_model **m, mica_context **c);
+int cli_gen_grammar_text(const cli_gen_opts *o, core_buf *out);
+int cli_gen_grammar(const cli_gen_opts *o, mica_model *m, mica_grammar **out);
+void cli_gen_close(cli_gen_opts *o, mica_model *m, mica_context *c);
+#define CLI_GEN_HELP                                                                               \
+    CLI_SAMPLING_HELP CLI_LORA_HELP                                                                \
+        "      --grammar FILE      constrain the output to a GBNF grammar (llama.cpp's syntax)\n"  \
+        "      --json-schema FILE  constrain the output to JSON valid under a JSON schema\n"
 
 /* A progress line on stderr, drawn only when stderr is a terminal (cli_progress.c);
  * cli_progress_update has the library's quant_progress_fn signature. */

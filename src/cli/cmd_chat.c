@@ -25,7 +25,7 @@ static const char chat_help[] =
     "\n"
     "  -m, --model FILE        GGUF model\n"
     "      --system TEXT       a system message at the start of the conversation\n"
-    "  -n, --n-predict N       at most N tokens per answer (default 512)\n" CLI_SAMPLING_HELP
+    "  -n, --n-predict N       at most N tokens per answer (default 512)\n" CLI_GEN_HELP
     "  -c, --ctx N             context size in tokens (default: the model's, at most 4096)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "\n"
@@ -35,9 +35,9 @@ static const char chat_help[] =
 #define CHAT_LINE_MAX  (1 << 20)
 
 typedef struct chat_opts {
-    const char *model, *system;
-    long n_predict, n_ctx, n_threads;
-    mica_sampler_params sp;
+    const char *system;
+    long n_predict;
+    cli_gen_opts g;
 } chat_opts;
 
 typedef struct chat_turn {
@@ -64,24 +64,17 @@ static int chat_parse(int argc, char **argv, chat_opts *o)
     cli_args a = {argc, argv, 0};
     for (a.i = 1; a.i < argc; a.i++) {
         bool handled;
-        if (cli_sampling_opt(&a, &o->sp, &handled)) return 1;
+        if (cli_gen_opt(&a, &o->g, &handled)) return 1;
         if (handled) continue;
-        if (cli_is(&a, "-m", "--model")) {
-            if (!(o->model = cli_value(&a))) return 1;
-        } else if (cli_is(&a, NULL, "--system")) {
+        if (cli_is(&a, NULL, "--system")) {
             if (!(o->system = cli_value(&a))) return 1;
         } else if (cli_is(&a, "-n", "--n-predict")) {
             if (!cli_int(&a, 1, 1L << 30, &o->n_predict)) return 1;
-        } else if (cli_is(&a, "-c", "--ctx")) {
-            if (!cli_int(&a, 16, 1L << 24, &o->n_ctx)) return 1;
-        } else if (cli_is(&a, "-t", "--threads")) {
-            if (!cli_int(&a, 1, 1024, &o->n_threads)) return 1;
         } else {
             return cli_unknown(&a);
         }
     }
-    if (!o->model) return cli_fail("chat: -m MODEL is required");
-    return 0;
+    return cli_gen_check(&o->g, "chat");
 }
 
 static bool add_turn(chat_state *st, const char *role, const char *text, size_t len)
@@ -163,12 +156,16 @@ static mica_status feed_prompt(chat_state *st, int32_t n, mica_err *err)
 /* Samples the answer, streams it, and appends it to the conversation. */
 static mica_status answer(chat_state *st, const chat_opts *o, mica_err *err)
 {
+    mica_grammar *g = NULL; /* a fresh one each answer: --grammar / --json-schema */
+    mica_status s =
+        o->g.gbnf.len ? mica_grammar_new(&g, st->m, o->g.gbnf.data, o->g.gbnf.len, err) : MICA_OK;
     core_buf text;
     core_buf_init(&text, 64u << 20);
-    mica_status s = MICA_OK;
-    for (long i = 0; i < o->n_predict; i++) {
+    for (long i = 0; i < o->n_predict && !s; i++) {
+        if (g && (s = mica_grammar_apply(g, st->logits, err))) break;
         const mica_token t = mica_sampler_sample(st->s, st->logits);
         if (mica_model_is_eog(st->m, t)) break;
+        if (g && (s = mica_grammar_accept(g, t, err))) break;
         mica_sampler_accept(st->s, t);
         char piece[256];
         const size_t len = mica_token_to_piece(st->m, t, false, piece, sizeof piece);
@@ -178,12 +175,14 @@ static mica_status answer(chat_state *st, const chat_opts *o, mica_err *err)
         if (st->n_cached + 1 >= st->n_ctx) break;
         if ((s = mica_decode(st->c, 0, &t, 1, st->n_cached, false, st->logits, err))) break;
         st->cached[st->n_cached++] = t;
+        if (g && mica_grammar_done(g)) break; /* a complete document */
     }
     fputc('\n', stdout);
     fflush(stdout);
     if (!s && !add_turn(st, "assistant", text.data ? text.data : "", text.len))
         s = core_fail(err, MICA_ENOMEM, "the conversation is too long");
     core_buf_free(&text);
+    mica_grammar_free(g);
     return s;
 }
 
@@ -215,38 +214,33 @@ static int turn(chat_state *st, const chat_opts *o, const char *line, size_t len
     return 0;
 }
 
-static mica_status chat_open(chat_state *st, const chat_opts *o, mica_err *err)
+/* Loads everything; 1 after printing an error. */
+static int chat_open(chat_state *st, chat_opts *o)
 {
-    mica_status s = mica_model_load(&st->m, o->model, err);
-    if (s) return s;
-    const int32_t train = mica_model_n_ctx_train(st->m);
-    st->n_ctx = o->n_ctx ? (int32_t)o->n_ctx : (train > 0 && train < 4096 ? train : 4096);
-    mica_context_params cp = mica_context_default_params();
-    cp.n_ctx = st->n_ctx;
-    cp.n_threads = (int32_t)o->n_threads;
-    if ((s = mica_context_new(&st->c, st->m, cp, err))) return s;
-    if ((s = mica_sampler_new(&st->s, o->sp, mica_model_n_vocab(st->m), err))) return s;
-    if ((s = tmpl_chat_new(&st->fmt, st->m, o->model, err))) return s;
+    if (cli_gen_open(&o->g, 4096, &st->m, &st->c)) return 1;
+    st->n_ctx = mica_context_n_ctx(st->c);
+    mica_err err;
+    if (mica_sampler_new(&st->s, o->g.sp, mica_model_n_vocab(st->m), &err) ||
+        tmpl_chat_new(&st->fmt, st->m, o->g.model, &err))
+        return cli_fail_err(&err);
     if (tmpl_chat_warning(st->fmt))
         fprintf(stderr, "mica: %s; using the built-in %s format\n", tmpl_chat_warning(st->fmt),
                 tmpl_chat_format(st->fmt));
     st->cached = malloc((size_t)st->n_ctx * sizeof *st->cached);
     st->prompt = malloc((size_t)st->n_ctx * sizeof *st->prompt);
     st->logits = malloc((size_t)mica_model_n_vocab(st->m) * sizeof *st->logits);
-    if (!st->cached || !st->prompt || !st->logits)
-        return core_fail(err, MICA_ENOMEM, "out of memory");
-    if (o->system && !add_turn(st, "system", o->system, strlen(o->system)))
-        return core_fail(err, MICA_ENOMEM, "out of memory");
-    return MICA_OK;
+    if (!st->cached || !st->prompt || !st->logits ||
+        (o->system && !add_turn(st, "system", o->system, strlen(o->system))))
+        return cli_fail("chat: out of memory");
+    return 0;
 }
 
-static void chat_close(chat_state *st)
+static void chat_close(chat_state *st, chat_opts *o)
 {
     drop_turns(st, 0);
     tmpl_chat_free(st->fmt);
     mica_sampler_free(st->s);
-    mica_context_free(st->c);
-    mica_model_free(st->m);
+    cli_gen_close(&o->g, st->m, st->c);
     free(st->cached);
     free(st->prompt);
     free(st->logits);
@@ -258,14 +252,16 @@ int cmd_chat(int argc, char **argv)
         fputs(chat_help, stdout);
         return 0;
     }
-    chat_opts o = {.n_predict = 512, .sp = mica_sampler_default_params()};
-    if (chat_parse(argc, argv, &o)) return 1;
+    chat_opts o = {.n_predict = 512, .g = {.sp = mica_sampler_default_params()}};
+    if (chat_parse(argc, argv, &o)) {
+        cli_loras_free(&o.g.loras);
+        return 1;
+    }
     chat_state *st = core_calloc(1, sizeof *st);
     if (!st) return cli_fail("chat: out of memory");
-    mica_err err;
     int rc = 0;
-    if (chat_open(st, &o, &err)) {
-        rc = cli_fail_err(&err);
+    if (chat_open(st, &o)) {
+        rc = 1;
     } else {
         const bool tty = isatty(0);
         char *line = NULL;
@@ -284,7 +280,7 @@ int cmd_chat(int argc, char **argv)
         }
         free(line);
     }
-    chat_close(st);
+    chat_close(st, &o);
     free(st);
     return rc;
 }

@@ -6,9 +6,6 @@
  */
 #include "cli.h"
 #include "core/core.h"
-#ifdef MICA_HAVE_SERVER
-#include "grammar/schema_json.h"
-#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,24 +19,19 @@ static const char run_help[] =
     "\n"
     "  -m, --model FILE        GGUF model\n"
     "  -p, --prompt TEXT       the prompt (BOS is added as the model's metadata says)\n"
-    "  -n, --n-predict N       tokens to generate (default 128; -1: until the context is full)\n"
-    CLI_SAMPLING_HELP
-    CLI_LORA_HELP
+    "  -n, --n-predict N       tokens to generate (default 128; -1: until the context is "
+    "full)\n" CLI_GEN_HELP
     "  -c, --ctx N             context size in tokens (default: the model's)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
-    "      --grammar FILE      constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
-    "      --json-schema FILE  constrain the output to JSON valid under a JSON schema\n"
     "      --echo              print the prompt before the continuation\n"
     "      --stats             after the text, a table of tokens routed to each expert of\n"
     "                          each layer and their mean gate weight (MoE models), on stderr\n";
 
 typedef struct run_opts {
-    const char *model, *prompt;
-    const char *grammar_file, *schema_file;
-    long n_predict, n_ctx, n_threads;
+    const char *prompt;
+    long n_predict;
     bool echo, stats;
-    mica_sampler_params sp;
-    cli_loras loras;
+    cli_gen_opts g;
 } run_opts;
 
 static int run_parse(int argc, char **argv, run_opts *o)
@@ -47,24 +39,12 @@ static int run_parse(int argc, char **argv, run_opts *o)
     cli_args a = {argc, argv, 0};
     for (a.i = 1; a.i < argc; a.i++) {
         bool handled;
-        if (cli_sampling_opt(&a, &o->sp, &handled)) return 1;
+        if (cli_gen_opt(&a, &o->g, &handled)) return 1;
         if (handled) continue;
-        if (cli_lora_opt(&a, &o->loras, &handled)) return 1;
-        if (handled) continue;
-        if (cli_is(&a, "-m", "--model")) {
-            if (!(o->model = cli_value(&a))) return 1;
-        } else if (cli_is(&a, "-p", "--prompt")) {
+        if (cli_is(&a, "-p", "--prompt")) {
             if (!(o->prompt = cli_value(&a))) return 1;
         } else if (cli_is(&a, "-n", "--n-predict")) {
             if (!cli_int(&a, -1, 1L << 30, &o->n_predict)) return 1;
-        } else if (cli_is(&a, "-c", "--ctx")) {
-            if (!cli_int(&a, 1, 1L << 24, &o->n_ctx)) return 1;
-        } else if (cli_is(&a, "-t", "--threads")) {
-            if (!cli_int(&a, 1, 1024, &o->n_threads)) return 1;
-        } else if (cli_is(&a, NULL, "--grammar")) {
-            if (!(o->grammar_file = cli_value(&a))) return 1;
-        } else if (cli_is(&a, NULL, "--json-schema")) {
-            if (!(o->schema_file = cli_value(&a))) return 1;
         } else if (cli_is(&a, NULL, "--echo")) {
             o->echo = true;
         } else if (cli_is(&a, NULL, "--stats")) {
@@ -73,10 +53,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
             return cli_unknown(&a);
         }
     }
-    if (!o->model) return cli_fail("run: -m MODEL is required");
+    if (cli_gen_check(&o->g, "run")) return 1;
     if (!o->prompt) return cli_fail("run: -p PROMPT is required");
-    if (o->grammar_file && o->schema_file)
-        return cli_fail("run: --grammar and --json-schema exclude each other");
     return 0;
 }
 
@@ -122,43 +100,6 @@ static mica_status run_generate(run_state *r, const run_opts *o, int32_t n_ctx, 
     return MICA_OK;
 }
 
-/* The grammar of --grammar or --json-schema (GBNF text from a schema). */
-static int run_load_grammar(run_state *r, const run_opts *o)
-{
-    const char *path = o->grammar_file ? o->grammar_file : o->schema_file;
-    if (!path) return 0;
-    char *text = NULL;
-    size_t len = 0;
-    mica_err err;
-    core_buf gbnf;
-    core_buf_init(&gbnf, 64u << 20);
-    int rc = 1;
-    if (core_read_file(path, 16u << 20, &text, &len, &err)) {
-        rc = cli_fail_err(&err);
-        goto done;
-    }
-    if (o->schema_file) {
-#ifdef MICA_HAVE_SERVER
-        if (gram_schema_gbnf_text(text, len, &gbnf, &err)) goto fail;
-#else
-        rc = cli_fail("%s: --json-schema needs a build with Jansson", path);
-        goto done;
-#endif
-    } else if (!core_buf_append(&gbnf, text, len)) {
-        rc = cli_fail("%s: too large", path);
-        goto done;
-    }
-    if (mica_grammar_new(&r->g, r->m, gbnf.data ? gbnf.data : "", gbnf.len, &err)) goto fail;
-    rc = 0;
-    goto done;
-fail:
-    rc = cli_fail("%s: %s", path, err.msg);
-done:
-    free(text);
-    core_buf_free(&gbnf);
-    return rc;
-}
-
 /* Per layer and expert: tokens routed there, their share of the layer's routing decisions
  * and the mean gate weight. Every evaluated token (the prompt, and each generated token but
  * the last, which is never fed back) counts once per layer. */
@@ -193,21 +134,16 @@ int cmd_run(int argc, char **argv)
         fputs(run_help, stdout);
         return 0;
     }
-    run_opts o = {.n_predict = 128, .sp = mica_sampler_default_params()};
+    run_opts o = {.n_predict = 128, .g = {.sp = mica_sampler_default_params()}};
     if (run_parse(argc, argv, &o)) {
-        cli_loras_free(&o.loras);
+        cli_loras_free(&o.g.loras);
         return 1;
     }
     run_state r = {0};
     mica_err err;
     int rc = 1;
-    if (mica_model_load(&r.m, o.model, &err)) goto fail_err;
-    mica_context_params cp = mica_context_default_params();
-    cp.n_ctx = (int32_t)o.n_ctx;
-    cp.n_threads = (int32_t)o.n_threads;
-    if (mica_context_new(&r.c, r.m, cp, &err)) goto fail_err;
-    if (cli_lora_attach(&o.loras, r.m, r.c)) goto done;
-    const int32_t n_ctx = o.n_ctx ? (int32_t)o.n_ctx : mica_model_n_ctx_train(r.m);
+    if (cli_gen_open(&o.g, 0, &r.m, &r.c)) goto done;
+    const int32_t n_ctx = mica_context_n_ctx(r.c);
     size_t len = strlen(o.prompt), cap = 3 * len + 16; /* mica_tokenize's most */
     r.prompt = malloc(cap * sizeof *r.prompt);
     r.logits = malloc((size_t)mica_model_n_vocab(r.m) * sizeof *r.logits);
@@ -225,8 +161,8 @@ int cmd_run(int argc, char **argv)
         rc = cli_fail("run: the prompt has %zu tokens; the context holds %d", r.n_prompt, n_ctx);
         goto done;
     }
-    if (mica_sampler_new(&r.s, o.sp, mica_model_n_vocab(r.m), &err)) goto fail_err;
-    if (run_load_grammar(&r, &o)) goto done;
+    if (mica_sampler_new(&r.s, o.g.sp, mica_model_n_vocab(r.m), &err)) goto fail_err;
+    if (cli_gen_grammar(&o.g, r.m, &r.g)) goto done;
     if (o.echo) fputs(o.prompt, stdout);
     double t0 = core_now();
     int n_gen = 0;
@@ -244,8 +180,6 @@ done:
     mica_grammar_free(r.g);
     free(r.prompt);
     free(r.logits);
-    mica_context_free(r.c);
-    cli_loras_free(&o.loras);
-    mica_model_free(r.m);
+    cli_gen_close(&o.g, r.m, r.c);
     return rc;
 }

@@ -2,7 +2,8 @@
  * test_chat_cli.c - `mica chat` over a pipe, greedy on stories260K (no template: ChatML):
  * /reset forgets the conversation (the same question then gets the answer it gets in a fresh
  * session); the second turn, evaluated on top of the cached first one, equals `mica run` on
- * the whole ChatML conversation written out by hand; --help; a missing model is an error.
+ * the whole ChatML conversation written out by hand; --json-schema makes every answer (and
+ * mica run's output) a document of the schema; --help; a missing model is an error.
  */
 #define _GNU_SOURCE
 #include "cli_run.h"
@@ -75,6 +76,48 @@ static void test_second_turn_equals_whole_prompt(void **state)
     run_free(&ref);
 }
 
+/* --json-schema: every answer (and mica run's output) is a document of the schema. */
+static void test_json_schema(void **state)
+{
+    (void)state;
+    char model[1024], schema[512], input[512];
+    MODEL_PATH(model);
+    run_tmp_path(schema, sizeof schema, "chat", "schema.json");
+    run_tmp_path(input, sizeof input, "chat", "schema_input");
+    FILE *f = fopen(schema, "w");
+    fputs("{\"type\":\"object\",\"properties\":{\"status\":{\"enum\":[\"normal\",\"warning\"]}},"
+          "\"required\":[\"status\"]}",
+          f);
+    fclose(f);
+    f = fopen(input, "w");
+    fputs("Hello\nAgain\n", f);
+    fclose(f);
+    const char *args[] = {"chat", "-m", model, "--json-schema", schema, "-n", "60",
+                          "-t",   "1",  NULL};
+    run_result r = run_mica_io(args, input, 0);
+    if (r.status && strstr(r.err, "needs a build with Jansson")) {
+        printf("SKIP: built without Jansson\n");
+        run_free(&r);
+        skip();
+    }
+    assert_int_equal(r.status, 0);
+    int answers = 0;
+    for (char *line = strtok(r.out, "\n"); line; line = strtok(NULL, "\n"), answers++) {
+        if (line[strspn(line, " ")] != '{' || !strstr(line, "\"status\"") || !strchr(line, '}'))
+            fail_msg("answer '%s' is not a document of the schema", line);
+    }
+    assert_int_equal(answers, 2);
+    run_free(&r);
+    const char *run_args[] = {"run",  "-m", model, "-p", "Once", "--json-schema",
+                              schema, "-n", "60",  "-t", "1",    NULL};
+    r = run_mica(run_args);
+    assert_int_equal(r.status, 0);
+    assert_true(r.out[strspn(r.out, " ")] == '{' && strstr(r.out, "\"status\""));
+    run_free(&r);
+    unlink(schema);
+    unlink(input);
+}
+
 static void test_help_and_errors(void **state)
 {
     (void)state;
@@ -97,6 +140,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reset_forgets),
         cmocka_unit_test(test_second_turn_equals_whole_prompt),
+        cmocka_unit_test(test_json_schema),
         cmocka_unit_test(test_help_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
