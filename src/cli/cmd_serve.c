@@ -23,6 +23,8 @@ static const char serve_help[] =
     "  -c, --config FILE       JSON config (see docs/gateway.md); flags override it\n"
     "  -m, --model NAME=PATH   a GGUF model served as NAME (repeatable; PATH alone: named\n"
     "                          after the file)\n"
+    "      --lora [MODEL:]NAME=PATH  a LoRA adapter (llama.cpp GGUF) of MODEL (default: the\n"
+    "                          first) that requests apply with \"lora\": \"NAME\" (repeatable)\n"
     "      --host ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
     "      --port N            port (default 8080; 0 = any free port, printed at start)\n"
     "      --parallel N        sequences generating at once per model (default 4)\n"
@@ -97,6 +99,10 @@ static int serve_parse(int argc, char **argv, srv_config *c)
             const char *v = cli_value(&a);
             if (!v) return 1;
             if (srv_config_add_model(c, v, &err)) return cli_fail_err(&err);
+        } else if (cli_is(&a, NULL, "--lora")) {
+            const char *v = cli_value(&a);
+            if (!v) return 1;
+            if (srv_config_add_lora(c, v, &err)) return cli_fail_err(&err);
         } else if (cli_is(&a, NULL, "--host")) {
             const char *v = cli_value(&a);
             if (!v) return 1;

@@ -44,7 +44,10 @@ struct eng_req {
     int32_t slot;        /* index in s->running, -1 when not running */
     double prio_running; /* effective priority when admitted */
     mica_sampler *sampler;
-    mica_grammar *grammar;        /* NULL: unconstrained */
+    mica_grammar *grammar;           /* NULL: unconstrained */
+    mica_lora *loras[ENG_MAX_LORAS]; /* applied to its KV row whenever it is admitted */
+    float lora_scales[ENG_MAX_LORAS];
+    int32_t n_loras;
     char error[MICA_ERR_MSG_MAX]; /* why it ended with ENG_FINISH_ERROR */
     eng_text text;
     double t_submit, t_enqueue, t_admit, t_first;
@@ -176,6 +179,15 @@ static mica_status req_new(eng_sched *s, const eng_req_params *p, eng_req **out,
     if (p->grammar &&
         (st = mica_grammar_new(&r->grammar, s->model, p->grammar, p->grammar_len, err)))
         goto fail;
+    if (p->n_loras < 0 || p->n_loras > ENG_MAX_LORAS) {
+        st = core_fail(err, MICA_EINVAL, "at most %d LoRA adapters per request", ENG_MAX_LORAS);
+        goto fail;
+    }
+    for (int32_t i = 0; i < p->n_loras; i++) {
+        r->loras[i] = p->loras[i];
+        r->lora_scales[i] = p->lora_scales[i];
+    }
+    r->n_loras = p->n_loras;
     for (int32_t i = 0; i < p->n_prompt; i++) mica_sampler_accept(r->sampler, p->prompt[i]);
     *out = r;
     return MICA_OK;
@@ -358,6 +370,11 @@ static void admit(eng_sched *s, eng_req *r, int32_t slot, double now)
     r->slot = slot;
     s->running[slot] = r;
     assign_kv_row(s, r, now);
+    /* The row may have served another request's adapters; a failure needs more distinct
+     * adapters than a context holds, and leaves the row's adapters as they were. */
+    mica_err err;
+    if (mica_context_set_loras(s->ctx, r->kv_seq, r->loras, r->lora_scales, r->n_loras, &err))
+        snprintf(r->error, sizeof r->error, "%s", err.msg);
 }
 
 /* Finishes cancelled requests, waiting or running. Called with s->mu held; collects them in
@@ -487,6 +504,7 @@ static mica_token sample(eng_sched *s, eng_req *r, float *logits, eng_event *ev,
 /* Samples r's next token from its logits row and reports it; returns how r finished. */
 static eng_finish advance(eng_sched *s, eng_req *r, float *logits)
 {
+    if (r->error[0]) return ENG_FINISH_ERROR; /* its adapters could not be attached (admit) */
     eng_event ev = req_event(r);
     eng_logprob top[ENG_MAX_TOP_LOGPROBS];
     const mica_token t = sample(s, r, logits, &ev, top);

@@ -21,6 +21,7 @@
 
 #define ENG_MAX_PRIORITY     15 /* priorities are 0 (least urgent) .. ENG_MAX_PRIORITY */
 #define ENG_MAX_TOP_LOGPROBS 20
+#define ENG_MAX_LORAS        8 /* adapters per request (mica_context_set_loras' limit) */
 
 typedef struct eng_sched eng_sched;
 typedef struct eng_req eng_req;
@@ -67,10 +68,14 @@ typedef struct eng_req_params {
     int32_t n_bias;
     const char *const *stops; /* stop strings (copied), at most 8 */
     int32_t n_stops;
-    bool ignore_eos;      /* keep generating past end-of-generation tokens */
-    const char *grammar;  /* GBNF the output must follow (mica_grammar_new), NULL: none; the
-                             request ends when the document is complete */
+    bool ignore_eos;     /* keep generating past end-of-generation tokens */
+    const char *grammar; /* GBNF the output must follow (mica_grammar_new), NULL: none; the
+                            request ends when the document is complete */
     size_t grammar_len;
+    mica_lora *const *loras; /* LoRA adapters of this request's sequence (copied; the adapters
+                                themselves must outlive it), at most ENG_MAX_LORAS */
+    const float *lora_scales;
+    int32_t n_loras;
     bool logprobs;        /* fill eng_event.logprob */
     int32_t top_logprobs; /* 0 .. ENG_MAX_TOP_LOGPROBS alternatives per token */
     int priority;         /* 0 .. ENG_MAX_PRIORITY, higher goes first */

@@ -77,6 +77,31 @@ mica_status srv_config_add_model(srv_config *c, const char *spec, mica_err *err)
     return MICA_OK;
 }
 
+const char *srv_lora_model(const srv_config *c, const srv_lora_cfg *l)
+{
+    return l->model[0] ? l->model : c->models[0].name;
+}
+
+mica_status srv_config_add_lora(srv_config *c, const char *spec, mica_err *err)
+{
+    if (c->n_loras == SRV_MAX_LORAS_TOTAL)
+        return core_fail(err, MICA_EINVAL, "at most %d LoRA adapters", SRV_MAX_LORAS_TOTAL);
+    srv_lora_cfg *l = &c->loras[c->n_loras];
+    memset(l, 0, sizeof *l);
+    const char *eq = strchr(spec, '='), *colon = strchr(spec, ':');
+    if (colon && eq && colon > eq) colon = NULL; /* a ':' in the path */
+    const char *name = colon ? colon + 1 : spec;
+    const size_t model_len = colon ? (size_t)(colon - spec) : 0;
+    const size_t name_len = eq ? (size_t)(eq - name) : 0;
+    if (!eq || name_len == 0 || name_len >= sizeof l->name || model_len >= sizeof l->model ||
+        !eq[1] || !copy_str(l->path, sizeof l->path, eq + 1))
+        return core_fail(err, MICA_EINVAL, "LoRA '%s': expected [MODEL:]NAME=PATH", spec);
+    memcpy(l->model, spec, model_len);
+    memcpy(l->name, name, name_len);
+    c->n_loras++;
+    return MICA_OK;
+}
+
 /* ---- the JSON file --------------------------------------------------------------------- */
 
 typedef struct cfg_reader {
@@ -157,6 +182,29 @@ static mica_status cfg_models(const cfg_reader *r, srv_config *c, json_t *models
     return MICA_OK;
 }
 
+/* "loras": [{"model": "m", "name": "site-b", "path": "site-b.gguf"}, ...] (model optional). */
+static mica_status cfg_loras(const cfg_reader *r, srv_config *c, json_t *loras)
+{
+    if (!loras) return MICA_OK;
+    if (!json_is_array(loras))
+        return core_fail(r->err, MICA_EINVAL, "%s: 'loras' must be a list", r->path);
+    size_t i;
+    json_t *v;
+    json_array_foreach(loras, i, v)
+    {
+        const char *model = json_string_value(json_object_get(v, "model"));
+        const char *name = json_string_value(json_object_get(v, "name"));
+        const char *path = json_string_value(json_object_get(v, "path"));
+        char spec[SRV_NAME_MAX + 64 + SRV_PATH_MAX + 4];
+        if (!name || !path)
+            return core_fail(r->err, MICA_EINVAL, "%s: loras[%zu] needs \"name\" and \"path\"",
+                             r->path, i);
+        snprintf(spec, sizeof spec, "%s%s%s=%s", model ? model : "", model ? ":" : "", name, path);
+        if (srv_config_add_lora(c, spec, r->err)) return core_fail_prefix(r->err, r->path);
+    }
+    return MICA_OK;
+}
+
 /* "tiers": {"vip": {"priority": 10, "max_waiting": 64}, ...} replaces the defaults. */
 static mica_status cfg_tiers(const cfg_reader *r, srv_config *c, json_t *tiers)
 {
@@ -222,6 +270,7 @@ static const char *const cfg_keys[] = {
     "allow_long_retention",
     "no_content_logs",
     "redact",
+    "loras",
 };
 
 static mica_status cfg_unknown_keys(const cfg_reader *r, json_t *root)
@@ -252,6 +301,7 @@ static mica_status cfg_apply(const cfg_reader *r, srv_config *c, json_t *root)
     CFG_TRY(cfg_num(r, root, "aging_per_s", 0, 1e6, &c->aging_per_s));
     CFG_TRY(cfg_models(r, c, json_object_get(root, "models")));
     CFG_TRY(cfg_tiers(r, c, json_object_get(root, "tiers")));
+    CFG_TRY(cfg_loras(r, c, json_object_get(root, "loras")));
     CFG_TRY(cfg_str(r, root, "default_tier", c->default_tier, sizeof c->default_tier));
     CFG_TRY(cfg_bool(r, root, "trust_tier_header", &c->trust_tier_header));
     double body = (double)c->max_body;
@@ -301,6 +351,20 @@ mica_status srv_config_check(const srv_config *c, mica_err *err)
     if (c->n_batch <= c->n_parallel)
         return core_fail(err, MICA_EINVAL, "batch %d must exceed parallel %d", c->n_batch,
                          c->n_parallel);
+    for (int i = 0; i < c->n_loras; i++) {
+        const srv_lora_cfg *l = &c->loras[i];
+        const char *model = srv_lora_model(c, l);
+        bool known = false;
+        for (int m = 0; m < c->n_models; m++) known |= !strcmp(c->models[m].name, model);
+        if (!known)
+            return core_fail(err, MICA_EINVAL, "LoRA '%s' is for model '%s', which is not served",
+                             l->name, model);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(c->loras[j].name, l->name) &&
+                !strcmp(srv_lora_model(c, &c->loras[j]), model))
+                return core_fail(err, MICA_EINVAL, "LoRA name '%s' is used twice for model '%s'",
+                                 l->name, model);
+    }
     if (c->log_retention_ms <= 0)
         return core_fail(err, MICA_EINVAL, "the log retention must be positive");
     if (c->log_retention_ms > STORE_RETENTION_MAX_MS && !c->allow_long_retention)

@@ -292,6 +292,22 @@ static void *ticker_main(void *arg)
     return NULL;
 }
 
+/* The adapters the config names for model m. */
+static mica_status load_loras(srv *s, srv_model *m, mica_err *err)
+{
+    for (int i = 0; i < s->cfg.n_loras; i++) {
+        const srv_lora_cfg *l = &s->cfg.loras[i];
+        if (strcmp(srv_lora_model(&s->cfg, l), m->name)) continue;
+        if (m->n_loras == SRV_MAX_LORAS)
+            return core_fail(err, MICA_EINVAL, "%s: at most %d LoRA adapters", m->name,
+                             SRV_MAX_LORAS);
+        mica_status st = mica_lora_load(&m->loras[m->n_loras], m->m, l->path, err);
+        if (st) return st;
+        snprintf(m->lora_names[m->n_loras++], sizeof m->lora_names[0], "%s", l->name);
+    }
+    return MICA_OK;
+}
+
 static mica_status load_models(srv *s, mica_err *err)
 {
     for (int i = 0; i < s->cfg.n_models; i++) {
@@ -300,6 +316,7 @@ static mica_status load_models(srv *s, mica_err *err)
         mica_status st = mica_model_load(&m->m, s->cfg.models[i].path, err);
         if (st) return st;
         s->n_models = i + 1;
+        if ((st = load_loras(s, m, err))) return st;
         eng_sched_params p = eng_sched_default_params();
         p.n_slots = s->cfg.n_parallel;
         p.n_spare = s->cfg.n_spare;
@@ -459,6 +476,7 @@ void srv_stop(srv *s)
     for (int i = 0; i < s->n_models; i++) {
         if (s->models[i].embed_ready) srv_embed_free(&s->models[i]);
         srv_chat_free(&s->models[i]);
+        for (int k = 0; k < s->models[i].n_loras; k++) mica_lora_free(s->models[i].loras[k]);
         mica_model_free(s->models[i].m);
     }
     pthread_cond_destroy(&s->tick_cv);

@@ -497,6 +497,9 @@ static mica_status submit_choices(srv_job *j, mica_err *err)
         p.ignore_eos = j->g.ignore_eos;
         p.grammar = j->g.grammar;
         p.grammar_len = j->g.grammar_len;
+        p.loras = j->g.loras;
+        p.lora_scales = j->g.lora_scales;
+        p.n_loras = j->g.n_loras;
         p.logprobs = j->g.logprobs;
         p.top_logprobs = j->g.top_logprobs;
         p.priority = j->g.priority;

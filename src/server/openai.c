@@ -383,6 +383,57 @@ static bool parse_structured(json_t *body, srv_gen *g, srv_error *e)
     return ok;
 }
 
+/* One entry of "lora": "NAME", {"name": NAME, "scale": S} or llama-server's {"id": I,
+ * "scale": S}. */
+static bool lora_entry(const srv_model *m, json_t *v, size_t i, srv_gen *g, srv_error *e)
+{
+    json_t *name = json_is_string(v) ? v : json_object_get(v, "name");
+    json_t *id = json_object_get(v, "id"), *scale = json_object_get(v, "scale");
+    int k = -1;
+    if (json_is_string(name)) {
+        for (int j = 0; j < m->n_loras; j++)
+            if (!strcmp(m->lora_names[j], json_string_value(name))) k = j;
+        if (k < 0)
+            return srv_fail(e, 400, "lora", "the model '%s' has no LoRA adapter '%s'", m->name,
+                            json_string_value(name));
+    } else if (json_is_integer(id)) {
+        k = json_integer_value(id) >= 0 && json_integer_value(id) < m->n_loras
+                ? (int)json_integer_value(id)
+                : -1;
+        if (k < 0)
+            return srv_fail(e, 400, "lora", "lora[%zu]: no adapter with id %lld", i,
+                            (long long)json_integer_value(id));
+    } else {
+        return srv_fail(e, 400, "lora",
+                        "lora[%zu] must be a name or {\"name\" or \"id\", \"scale\"}", i);
+    }
+    if (scale && !json_is_number(scale))
+        return srv_fail(e, 400, "lora", "lora[%zu].scale must be a number", i);
+    g->loras[g->n_loras] = m->loras[k];
+    g->lora_scales[g->n_loras++] = scale ? (float)json_number_value(scale) : 1.0f;
+    return true;
+}
+
+/* "lora": the model's adapters (configured by name) to apply to this request. */
+static bool parse_lora(srv *s, json_t *body, srv_gen *g, srv_error *e)
+{
+    json_t *v = json_object_get(body, "lora");
+    if (!v || json_is_null(v)) return true;
+    const srv_model *m = &s->models[g->model];
+    json_t *list = json_is_array(v) ? json_incref(v) : json_pack("[O]", v);
+    bool ok = json_array_size(list) <= SRV_MAX_LORAS ||
+              srv_fail(e, 400, "lora", "at most %d adapters", SRV_MAX_LORAS);
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x)
+    {
+        if (!ok) break;
+        ok = lora_entry(m, x, i, g, e);
+    }
+    json_decref(list);
+    return ok;
+}
+
 static bool check_length(srv *s, srv_gen *g, srv_error *e)
 {
     if (g->n_prompt < s->cfg.n_ctx) return true;
@@ -413,8 +464,8 @@ bool srv_parse_gen(srv *s, const char *body, size_t len, bool chat, srv_gen *g, 
          parse_stops(root, g, e) && parse_logprobs(root, g, e) &&
          parse_logit_bias(root, mica_model_n_vocab(s->models[g->model].m), g, e) &&
          parse_tier(s, root, g, e) && srv_parse_tools(root, g, e) && parse_structured(root, g, e) &&
-         srv_tools_grammar(g, s->models[g->model].tool_family, e) && parse_prompt(s, root, g, e) &&
-         check_length(s, g, e);
+         srv_tools_grammar(g, s->models[g->model].tool_family, e) && parse_lora(s, root, g, e) &&
+         parse_prompt(s, root, g, e) && check_length(s, g, e);
     json_decref(root);
     if (!ok) srv_gen_free(g);
     return ok;

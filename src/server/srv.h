@@ -17,6 +17,16 @@
 #define SRV_NAME_MAX   128
 #define SRV_PATH_MAX   1024
 
+#define SRV_MAX_LORAS       8  /* adapters per model */
+#define SRV_MAX_LORAS_TOTAL 16 /* adapters in a config */
+
+/* A LoRA adapter a request may ask for by name ("lora"), for one model. */
+typedef struct srv_lora_cfg {
+    char model[SRV_NAME_MAX]; /* "" until checked: the first model */
+    char name[64];
+    char path[SRV_PATH_MAX];
+} srv_lora_cfg;
+
 typedef struct srv_model_cfg {
     char name[SRV_NAME_MAX]; /* what clients put in "model" */
     char path[SRV_PATH_MAX]; /* GGUF file */
@@ -41,6 +51,8 @@ typedef struct srv_config {
     double aging_per_s;
     int n_models;
     srv_model_cfg models[SRV_MAX_MODELS];
+    int n_loras;
+    srv_lora_cfg loras[SRV_MAX_LORAS_TOTAL];
     int n_tiers;
     srv_tier_cfg tiers[SRV_MAX_TIERS];
     char default_tier[32];
@@ -65,6 +77,11 @@ void srv_config_defaults(srv_config *c);
 mica_status srv_config_load(srv_config *c, const char *path, mica_err *err);
 /* Adds "NAME=PATH" (or a bare PATH, named after its file name). */
 mica_status srv_config_add_model(srv_config *c, const char *spec, mica_err *err);
+/* Adds "[MODEL:]NAME=PATH": an adapter of MODEL (default: the first model) requests may ask
+ * for as "lora": "NAME". */
+mica_status srv_config_add_lora(srv_config *c, const char *spec, mica_err *err);
+/* The name of the model an adapter is for. */
+const char *srv_lora_model(const srv_config *c, const srv_lora_cfg *l);
 /* Checks values and cross-references (default tier exists, names unique, ...). */
 mica_status srv_config_check(const srv_config *c, mica_err *err);
 

@@ -62,8 +62,11 @@ typedef struct srv_model {
     char name[SRV_NAME_MAX];
     mica_model *m;
     eng_sched *sched;
-    struct tmpl_chat *chat; /* its chat format (src/template) */
-    int tool_family;        /* srv_tool_family of its template */
+    struct tmpl_chat *chat;          /* its chat format (src/template) */
+    mica_lora *loras[SRV_MAX_LORAS]; /* the adapters requests may ask for, by name */
+    char lora_names[SRV_MAX_LORAS][64];
+    int n_loras;
+    int tool_family; /* srv_tool_family of its template */
     int64_t created;
     mica_context *embed_ctx; /* /v1/embeddings, one request at a time */
     pthread_mutex_t embed_mu;
@@ -183,6 +186,9 @@ typedef struct srv_gen {
     char *log_prompt;     /* owned: the prompt as the request log stores it; NULL when not */
     json_t *tools;        /* owned: the request's tools (NULL: none) */
     char *grammar;        /* owned: GBNF from response_format or "grammar" (NULL: none) */
+    mica_lora *loras[SRV_MAX_LORAS]; /* "lora": the model's adapters to apply */
+    float lora_scales[SRV_MAX_LORAS];
+    int n_loras;
     size_t grammar_len;
     srv_tool_choice tool_choice;
     char tool_name[72]; /* SRV_TOOL_NAMED */
