@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test asan asan-test bench clean format
+.PHONY: all build test asan asan-test aarch64-test bench clean format
 
 all: build
 
@@ -18,6 +18,19 @@ test: build
 asan-test:
 	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DMICA_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang"
 
+# Cross build for 64-bit Arm (Raspberry Pi 4B) into build-aarch64, tested under qemu user
+# mode (docs/arm.md): the suite as a Cortex-A72 (NEON, no sdot), then the tensor tests as
+# qemu's "max" CPU (sdot); test_families checks that run-time detection picks each family.
+# cli_test_cli stays out: it bounds the peak RSS of `mica run`, and under qemu that is qemu's.
+AARCH64_BUILD ?= build-aarch64
+AARCH64_CMAKE = cmake -S . -B $(AARCH64_BUILD) -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake
+aarch64-test:
+	@$(AARCH64_CMAKE) -DCMAKE_BUILD_TYPE=Release -DMICA_QEMU_CPU=cortex-a72 >/dev/null
+	@cmake --build $(AARCH64_BUILD) -j $(JOBS)
+	cd $(AARCH64_BUILD) && MICA_EXPECT_SIMD=neon ctest --output-on-failure -j $(JOBS) -E '^cli_test_cli$$'
+	@$(AARCH64_CMAKE) -DMICA_QEMU_CPU=max >/dev/null
+	cd $(AARCH64_BUILD) && MICA_EXPECT_SIMD=neon-dotprod ctest --output-on-failure -j $(JOBS) -R '^tensor_'
+
 # Benchmarks (bench/*.c): speed as ratios against a reference measured in the same run.
 # Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--type q4_0 -t 4".
 BENCH_ARGS ?=
@@ -25,7 +38,7 @@ bench: build
 	$(BUILD)/bench_moe $(BENCH_ARGS)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-aarch64
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -42,14 +42,13 @@ void tensor_attn_values_ref(const float *p, size_t p_stride, int n_q, const int3
         }
 }
 
+#if defined(__x86_64__)
 static bool attn_avx512;
 static pthread_once_t attn_once = PTHREAD_ONCE_INIT;
 
 static void attn_pick(void)
 {
-#if defined(__x86_64__)
     attn_avx512 = tensor_avx512_usable();
-#endif
 }
 
 /* The AVX-512 versions unless the scalar references are forced (tensor_force_scalar). */
@@ -58,6 +57,7 @@ static bool attn_use_avx512(void)
     pthread_once(&attn_once, attn_pick);
     return attn_avx512 && tensor_kernels_get() != tensor_kernels_scalar();
 }
+#endif
 
 void tensor_attn_scores(const float *const *q, int n_q, const float *k, size_t kv_stride,
                         int32_t n_k, int hd, float scale, float *s, size_t s_stride)

@@ -1,11 +1,11 @@
 /*
  * dot.c - dot products of a weight row with an activation row: the scalar reference for
  * every weight type, the conversion of activations to each weight type's "vec_dot type",
- * and the run-time choice of kernels (scalar, AVX2, AVX-512) with the tensor_force_scalar
- * switch.
+ * and the run-time choice of kernels (scalar, AVX2, AVX-512, NEON, NEON with sdot) with the
+ * tensor_force_scalar switch.
  *
- * Does not own: the SIMD kernels themselves (dot_avx2.c, dot_avx512.c) or the matrix product
- * (matmul.c).
+ * Does not own: the SIMD kernels themselves (dot_avx2.c, dot_avx512.c, dot_neon.c,
+ * dot_neon_dotprod.c) or the matrix product (matmul.c).
  * Called by: matmul.c, model/ (attention dot products), tests.
  *
  * Accumulation follows ggml-cpu: float sums of float products; for Q8_0/Q4_0 weights an
@@ -156,6 +156,38 @@ static const tensor_kernels dot_avx512_vnni = {
 };
 #endif
 
+#if defined(__aarch64__)
+static const tensor_kernels dot_neon = {
+    .name = "neon",
+    .dot =
+        {
+            [GGUF_T_F32] = tensor_dot_f32_neon,
+            [GGUF_T_F16] = tensor_dot_f16_neon,
+            [GGUF_T_BF16] = tensor_dot_bf16_neon,
+            [GGUF_T_Q8_0] = tensor_dot_q8_0_neon,
+            [GGUF_T_Q4_0] = tensor_dot_q4_0_neon,
+            [GGUF_T_Q4_K] = tensor_dot_q4_K_neon,
+            [GGUF_T_Q6_K] = tensor_dot_q6_K_neon,
+            [GGUF_T_FP8_E4M3] = tensor_dot_fp8_neon,
+        },
+    .act =
+        {
+            [GGUF_T_F16] = tensor_act_f16_neon,
+            [GGUF_T_Q8_0] = tensor_act_q8_0_neon,
+        },
+};
+
+/* ARMv8.2 sdot (Cortex-A76 and later): laid over the NEON table. */
+static const tensor_kernels dot_neon_dotprod = {
+    .name = "neon-dotprod",
+    .dot =
+        {
+            [GGUF_T_Q8_0] = tensor_dot_q8_0_neon_dot,
+            [GGUF_T_Q4_0] = tensor_dot_q4_0_neon_dot,
+        },
+};
+#endif
+
 static tensor_kernels dot_best; /* the chosen family over the scalar references */
 static pthread_once_t dot_best_once = PTHREAD_ONCE_INIT;
 static atomic_bool dot_forced_scalar;
@@ -184,6 +216,10 @@ static void dot_pick_best(void)
     if (tensor_avx2_usable()) dot_use(&dot_avx2);
     if (tensor_avx2_usable() && tensor_avx512_usable()) dot_overlay(&dot_avx512);
     if (tensor_avx2_usable() && tensor_avx512_vnni_usable()) dot_overlay(&dot_avx512_vnni);
+#endif
+#if defined(__aarch64__)
+    if (tensor_neon_usable()) dot_use(&dot_neon);
+    if (tensor_neon_dotprod_usable()) dot_overlay(&dot_neon_dotprod);
 #endif
 }
 

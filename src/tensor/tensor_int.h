@@ -1,6 +1,6 @@
 /*
  * tensor_int.h - internals shared by the tensor/ sources (not for other modules): the
- * kernel table that run-time dispatch fills, the AVX2 and AVX-512 kernels, the batched
+ * kernel table that run-time dispatch fills, the AVX2, AVX-512 and NEON kernels, the batched
  * (gemm) kernel interface, and the chunked matmul used
  * when scratch memory cannot be had.
  */
@@ -128,6 +128,26 @@ void tensor_attn_scores_avx512(const float *const *q, int n_q, const float *k, s
                                int32_t n_k, int hd, float scale, float *s, size_t s_stride);
 void tensor_attn_values_avx512(const float *p, size_t p_stride, int n_q, const int32_t *n,
                                const float *v, size_t kv_stride, int hd, float *const *o);
+#endif
+
+#if defined(__aarch64__)
+/* NEON kernels (dot_neon.c) for ARMv8.0, callable when tensor_neon_usable(); the _neon_dot
+ * ones (dot_neon_dotprod.c) use ARMv8.2's sdot and need tensor_neon_dotprod_usable()
+ * (getauxval HWCAP bits). All but the float dot products give their references' bits. */
+bool tensor_neon_usable(void);
+bool tensor_neon_dotprod_usable(void);
+float tensor_dot_f32_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_f16_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_bf16_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_q8_0_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_q4_0_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_q4_K_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_q6_K_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_fp8_neon(const void *w, const void *act, int64_t n);
+float tensor_dot_q8_0_neon_dot(const void *w, const void *act, int64_t n);
+float tensor_dot_q4_0_neon_dot(const void *w, const void *act, int64_t n);
+void tensor_act_f16_neon(const float *x, void *y, int64_t n);
+void tensor_act_q8_0_neon(const float *x, void *y, int64_t n);
 #endif
 
 /* tensor_matmul without scratch memory: activations are converted a slice of the row at a
