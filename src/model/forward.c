@@ -236,53 +236,6 @@ static void add_into(float *x, const float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-/* Softmax in place: expf(x - max), sum in double, then one multiply (ggml_soft_max). */
-static void softmax(float *x, int64_t n)
-{
-    float max = -INFINITY;
-    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += (double)x[i];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
-}
-
-/* The cos, sin pairs of the n_rot/2 rotation angles at position pos: the angle of pair i is
- * pos * base^(-2i/n_rot), built by repeated float multiplication as ggml does. They depend
- * only on the position, so a pass computes them once per token for all layers. */
-static void rope_angles(int n_rot, int32_t pos, float base, float *cs)
-{
-    const float theta_scale = powf(base, -2.0f / (float)n_rot);
-    float theta = (float)pos;
-    for (int i = 0; i < n_rot / 2; i++) {
-        cs[2 * i] = cosf(theta);
-        cs[2 * i + 1] = sinf(theta);
-        theta *= theta_scale;
-    }
-}
-
-/* Rotates the first n_rot dims of each head of one row by the angles cs (rope_angles). NORM
- * rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + n_rot/2]). */
-static void rope_row(float *row, int n_heads, int head_dim, int n_rot, const float *cs,
-                     model_rope mode)
-{
-    const int half = n_rot / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *x = row + (int64_t)h * head_dim;
-        for (int i = 0; i < half; i++) {
-            const int i0 = mode == MODEL_ROPE_NORM ? 2 * i : i;
-            const int i1 = mode == MODEL_ROPE_NORM ? 2 * i + 1 : i + half;
-            const float c = cs[2 * i], s = cs[2 * i + 1];
-            const float x0 = x[i0], x1 = x[i1];
-            x[i0] = x0 * c - x1 * s;
-            x[i1] = x0 * s + x1 * c;
-        }
-    }
-}
-
 /* ---- attention ----------------------------------------------------------------------- */
 
 typedef struct attn_job {
@@ -322,7 +275,7 @@ static void attn_rows(const attn_job *j, int32_t t0, int32_t t1, int h0, int h1,
     /* Positions below n_max are all in the cache: the batch's keys were stored first. */
     const size_t base = kv_offset(j->m, j->kv, j->il, j->batch[t0].seq, 0) + (size_t)kvh * hd;
     tensor_attn_scores(q, rows, j->kv->k + base, stride, n_max, hd, hp->attn_scale, p, n_ctx);
-    for (int r = 0; r < rows; r++) softmax(p + (size_t)r * n_ctx, n[r]);
+    for (int r = 0; r < rows; r++) model_softmax(p + (size_t)r * n_ctx, n[r]);
     tensor_attn_values(p, n_ctx, rows, n, j->kv->v + base, stride, hd, o);
 }
 
@@ -409,8 +362,10 @@ static void attention_block(const model *m, int il, model_work *w, model_kv *kv,
     for (int32_t t = 0; t < n; t++) {
         if (hp->rope_on && hp->n_rot > 0) {
             const float *cs = w->rope_cs + (int64_t)t * hp->n_rot;
-            rope_row(w->q + t * nq, hp->n_head, hp->head_dim, hp->n_rot, cs, m->arch->rope);
-            rope_row(w->k + t * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, m->arch->rope);
+            model_rope_row(w->q + t * nq, hp->n_head, hp->head_dim, hp->n_rot, cs, m->arch->rope,
+                           false);
+            model_rope_row(w->k + t * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, cs,
+                           m->arch->rope, false);
         }
         const size_t o = kv_offset(m, kv, il, batch[t].seq, batch[t].pos);
         memcpy(kv->k + o, w->k + t * nkv, (size_t)nkv * sizeof(float));
@@ -455,20 +410,6 @@ static void swiglu_ffn(tensor_pool *pool, model_work *w, const tensor_view *gate
 }
 
 /* Top-k of one row of router probabilities, largest first. */
-static void moe_top_k(const float *probs, int n_expert, int k, int32_t *sel, float *sel_w)
-{
-    for (int s = 0; s < k; s++) {
-        int best = -1;
-        for (int e = 0; e < n_expert; e++) {
-            bool taken = false;
-            for (int u = 0; u < s; u++) taken |= sel[u] == e;
-            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
-        }
-        sel[s] = best;
-        sel_w[s] = probs[best];
-    }
-}
-
 static void moe_count(model_work *w, int il, int32_t n, int k)
 {
     uint64_t *tokens = w->stats.n_tokens + (size_t)il * (size_t)w->stats.n_expert;
@@ -487,10 +428,10 @@ static void moe_route(const model *m, int il, model_work *w, tensor_pool *pool, 
     lora_add(w, pool, LORA_FFN_GATE_INP, &(lora_rows){il, 0, NULL, 1}, w->xn, n, w->router);
     for (int32_t t = 0; t < n; t++) {
         float *probs = w->router + (int64_t)t * nx;
-        softmax(probs, nx);
+        model_softmax(probs, nx);
         int32_t *sel = w->sel + (int64_t)t * k;
         float *sel_w = w->sel_w + (int64_t)t * k;
-        moe_top_k(probs, nx, k, sel, sel_w);
+        model_top_k(probs, nx, k, sel, sel_w);
         if (!m->arch->moe_renorm) continue;
         float sum = 0.0f;
         for (int s = 0; s < k; s++) sum += sel_w[s];
@@ -661,8 +602,8 @@ static mica_status forward_layers(const model *m, model_work *w, model_kv *kv, t
     embed(m, w, batch, n);
     if (m->hp.rope_on && m->hp.n_rot > 0)
         for (int32_t t = 0; t < n; t++)
-            rope_angles(m->hp.n_rot, batch[t].pos, m->hp.rope_base,
-                        w->rope_cs + (int64_t)t * m->hp.n_rot);
+            model_rope_angles(m->hp.n_rot, batch[t].pos, m->hp.rope_base,
+                              w->rope_cs + (int64_t)t * m->hp.n_rot);
     for (int il = 0; il < m->hp.n_layer; il++) {
         attention_block(m, il, w, kv, pool, batch, n);
         ffn_block(m, il, w, pool, n);

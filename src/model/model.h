@@ -153,4 +153,18 @@ mica_status model_forward_hidden(const model *m, model_work *w, model_kv *kv, te
                                  const model_batch_tok *batch, int32_t n, float *hidden,
                                  mica_err *err);
 
+/* ---- arithmetic shared with training (model_math.c) ------------------------------------ */
+
+/* Softmax of x[0..n) in place. */
+void model_softmax(float *x, int64_t n);
+/* The cos, sin pairs of the n_rot/2 rotation angles at position pos: pair i turns by
+ * pos * base^(-2i/n_rot). */
+void model_rope_angles(int n_rot, int32_t pos, float base, float *cs);
+/* Rotates the first n_rot dims of each head of one row by the angles cs: NORM turns
+ * (x[2i], x[2i+1]), NEOX (x[i], x[i + n_rot/2]); inverse turns back (training's backward). */
+void model_rope_row(float *row, int n_heads, int head_dim, int n_rot, const float *cs,
+                    model_rope mode, bool inverse);
+/* The k largest of probs[0..n_expert) in order (ties: lower id) and their values. */
+void model_top_k(const float *probs, int n_expert, int k, int32_t *sel, float *sel_w);
+
 #endif

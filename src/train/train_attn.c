@@ -50,7 +50,7 @@ static void attn_fwd_head(const attn_job *j, int32_t b, int h, int kvh)
         tensor_attn_scores(q, rows, k, nkv, t0 + rows, hd, hp->attn_scale, p, (size_t)w->n_tok);
         for (int r = 0; r < rows; r++) {
             float *pr = p + (size_t)r * (size_t)w->n_tok;
-            train_softmax(pr, n[r]);
+            model_softmax(pr, n[r]);
             for (int32_t i = n[r]; i < w->n_tok; i++) pr[i] = 0.0f;
         }
         tensor_attn_values(p, (size_t)w->n_tok, rows, n, v, nkv, hd, o);

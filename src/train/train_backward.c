@@ -22,7 +22,7 @@ static void loss_bwd(const train_model *tm, train_work *w, float scale)
             continue;
         }
         memcpy(d, w->logits + (int64_t)r * nv, (size_t)nv * sizeof(float));
-        train_softmax(d, nv);
+        model_softmax(d, nv);
         d[w->targets[r]] -= 1.0f;
         for (int32_t i = 0; i < nv; i++) d[i] *= k;
     }
@@ -165,9 +165,9 @@ static void attention_bwd(const train_model *tm, train_work *w, tensor_pool *poo
     train_attn_bwd(tm, w, pool, a);
     for (int32_t r = 0; r < w->n && hp->n_rot > 0; r++) {
         const float *cs = w->rope_cs + (size_t)(r % w->n_tok) * hp->n_rot;
-        train_rope_row(w->dq + r * nq, hp->n_head, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
+        model_rope_row(w->dq + r * nq, hp->n_head, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
                        true);
-        train_rope_row(w->dk + r * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
+        model_rope_row(w->dk + r * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
                        true);
     }
     bias_bwd(l->bq, w->dq, w->n);

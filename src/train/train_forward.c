@@ -193,7 +193,7 @@ mica_status train_work_new(train_work **out, const train_model *tm, int32_t n_se
         w->attn_len_full[t] = n_tok;
     }
     for (int32_t t = 0; t < n_tok && hp->n_rot > 0; t++)
-        train_rope_angles(hp->n_rot, t, hp->rope_base, w->rope_cs + (size_t)t * hp->n_rot);
+        model_rope_angles(hp->n_rot, t, hp->rope_base, w->rope_cs + (size_t)t * hp->n_rot);
     *out = w;
     return MICA_OK;
 }
@@ -253,9 +253,9 @@ static void attention_fwd(const train_model *tm, train_work *w, tensor_pool *poo
     proj(tm, w, pool, il, l->wv, l->bv, TRAIN_LORA_V, a->xn1, a->v, seed);
     for (int32_t r = 0; r < w->n && hp->n_rot > 0; r++) {
         const float *cs = w->rope_cs + (size_t)(r % w->n_tok) * hp->n_rot;
-        train_rope_row(a->q + r * nq, hp->n_head, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
+        model_rope_row(a->q + r * nq, hp->n_head, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
                        false);
-        train_rope_row(a->k + r * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
+        model_rope_row(a->k + r * nkv, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, tm->arch->rope,
                        false);
     }
     train_attn_fwd(tm, w, pool, a);
@@ -303,8 +303,8 @@ static void moe_route(const train_model *tm, train_work *w, tensor_pool *pool, i
     train_linear_fwd(pool, l->gate_inp->w, tm->hp.n_embd, nx, a->xn2, w->n, a->probs);
     for (int32_t t = 0; t < w->n; t++) {
         float *probs = a->probs + (int64_t)t * nx, *sel_w = a->sel_w + (int64_t)t * k;
-        train_softmax(probs, nx);
-        train_top_k(probs, nx, k, a->sel + (int64_t)t * k, sel_w);
+        model_softmax(probs, nx);
+        model_top_k(probs, nx, k, a->sel + (int64_t)t * k, sel_w);
         float sum = 0.0f;
         for (int s = 0; s < k; s++) sum += sel_w[s];
         a->sel_sum[t] = sum;

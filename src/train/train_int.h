@@ -102,19 +102,13 @@ void train_rms_norm(const float *x, const float *w, float *y, float *rstd, int64
 /* dx += d(rms_norm)/dx dy; dw += ... (dw NULL: skipped). */
 void train_rms_norm_bwd(const float *x, const float *w, const float *rstd, const float *dy,
                         float *dx, float *dw, int64_t n_rows, int64_t n);
-void train_softmax(float *x, int64_t n);
 /* h = silu(g) * u, elementwise. */
 void train_swiglu(const float *g, const float *u, float *h, int64_t n);
 void train_swiglu_bwd(const float *g, const float *u, const float *dh, float *dg, float *du,
                       int64_t n);
-void train_rope_angles(int n_rot, int32_t pos, float base, float *cs);
-/* Rotates each head of a row by the angles cs; inverse rotates back (the backward pass). */
-void train_rope_row(float *row, int n_heads, int head_dim, int n_rot, const float *cs,
-                    model_rope mode, bool inverse);
 void train_add(float *y, const float *x, int64_t n);
 
 /* Top-k of one row of probabilities, largest first (model/forward.c's rule). */
-void train_top_k(const float *probs, int n_expert, int k, int32_t *sel, float *sel_w);
 /* llama.cpp's lower bound on the sum of the chosen weights when renormalising. */
 #define TRAIN_MOE_MIN_SUM 6.103515625e-5f
 

@@ -148,20 +148,6 @@ void train_rms_norm_bwd(const float *x, const float *w, const float *rstd, const
     }
 }
 
-/* expf(x - max), sum in double, then one multiply (ggml_soft_max). */
-void train_softmax(float *x, int64_t n)
-{
-    float max = -INFINITY;
-    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += (double)x[i];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
-}
-
 void train_swiglu(const float *g, const float *u, float *h, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
@@ -175,50 +161,5 @@ void train_swiglu_bwd(const float *g, const float *u, const float *dh, float *dg
         const float sig = 1.0f / (1.0f + expf(-g[i]));
         du[i] = dh[i] * g[i] * sig;
         dg[i] = dh[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
-    }
-}
-
-/* Angles by repeated float multiplication, as ggml (model/forward.c's rope_angles). */
-void train_rope_angles(int n_rot, int32_t pos, float base, float *cs)
-{
-    const float theta_scale = powf(base, -2.0f / (float)n_rot);
-    float theta = (float)pos;
-    for (int i = 0; i < n_rot / 2; i++) {
-        cs[2 * i] = cosf(theta);
-        cs[2 * i + 1] = sinf(theta);
-        theta *= theta_scale;
-    }
-}
-
-/* NORM rotates (x[2i], x[2i+1]); NEOX rotates (x[i], x[i + n_rot/2]). The inverse rotation
- * (the transpose) is the backward pass. */
-void train_rope_row(float *row, int n_heads, int head_dim, int n_rot, const float *cs,
-                    model_rope mode, bool inverse)
-{
-    const int half = n_rot / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *x = row + (int64_t)h * head_dim;
-        for (int i = 0; i < half; i++) {
-            const int i0 = mode == MODEL_ROPE_NORM ? 2 * i : i;
-            const int i1 = mode == MODEL_ROPE_NORM ? 2 * i + 1 : i + half;
-            const float c = cs[2 * i], s = inverse ? -cs[2 * i + 1] : cs[2 * i + 1];
-            const float x0 = x[i0], x1 = x[i1];
-            x[i0] = x0 * c - x1 * s;
-            x[i1] = x0 * s + x1 * c;
-        }
-    }
-}
-
-void train_top_k(const float *probs, int n_expert, int k, int32_t *sel, float *sel_w)
-{
-    for (int s = 0; s < k; s++) {
-        int best = -1;
-        for (int e = 0; e < n_expert; e++) {
-            bool taken = false;
-            for (int u = 0; u < s; u++) taken |= sel[u] == e;
-            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
-        }
-        sel[s] = best;
-        sel_w[s] = probs[best];
     }
 }
