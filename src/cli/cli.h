@@ -86,9 +86,10 @@ void cli_loras_free(cli_loras *l);
 /* What every generating command takes (cli_gen.c): -m, -c, -t, the sampling options, --lora,
  * --grammar / --json-schema. cli_gen_opt parses one (*handled as cli_sampling_opt);
  * cli_gen_check checks the whole; cli_gen_open loads the model, makes the context (-c, else
- * the model's training context, at most n_ctx_cap unless that is 0), attaches the adapters and reads the grammar's GBNF into gbnf;
- * cli_gen_grammar makes a fresh grammar from it (NULL when none was asked); cli_gen_close
- * frees what cli_gen_open made. The int functions return 1 after printing an error. */
+ * the model's training context, at most n_ctx_cap unless that is 0), attaches the adapters and
+ * reads the grammar's GBNF into gbnf; cli_gen_grammar makes a fresh grammar from it (NULL when none
+ * was asked); cli_gen_close frees what cli_gen_open made. The int functions return 1 after printing
+ * an error. */
 typedef struct cli_gen_opts {
     const char *model, *grammar_file, *schema_file;
     long n_ctx, n_threads;
