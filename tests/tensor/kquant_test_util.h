@@ -26,6 +26,12 @@ static inline void kt_fill_gauss(tt_rng *r, float *x, int64_t n, float scale)
     }
 }
 
+/* kt_fill_gauss at scale 1, as a tt_fill_fn for tt_make_dot_case. */
+static inline void kt_fill_gauss1(tt_rng *r, float *x, int64_t n)
+{
+    kt_fill_gauss(r, x, n, 1.0f);
+}
+
 static inline uint64_t kt_fnv1a(const void *p, size_t n)
 {
     const uint8_t *b = p;

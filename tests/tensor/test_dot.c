@@ -12,48 +12,6 @@
 
 enum { MAX_N = 4096 };
 
-typedef struct dot_case {
-    void *w, *act;
-    double exact;   /* double sum over the dequantized / converted values */
-    double abs_sum; /* sum |w_i * a_i|: the scale of rounding error */
-} dot_case;
-
-/* Random weight row of `type` and an activation converted to its vec_dot type, with the
- * exact dot product of the values they hold. Buffers are allocated to the exact size so
- * that ASan catches any read past the row. */
-static dot_case make_case(tt_rng *r, uint32_t type, int64_t n)
-{
-    dot_case c;
-    float *wf = malloc((size_t)n * sizeof *wf), *af = malloc((size_t)n * sizeof *af);
-    float *wd = malloc((size_t)n * sizeof *wd), *ad = malloc((size_t)n * sizeof *ad);
-    assert_true(wf && af && wd && ad);
-    tt_fill(r, wf, n);
-    tt_fill(r, af, n);
-    c.w = malloc(tensor_row_size(type, n));
-    c.act = malloc(tensor_row_size(tensor_vec_dot_type(type), n));
-    assert_true(c.w && c.act);
-    tensor_from_f32(type, wf, c.w, n);
-    tensor_convert_act(type, af, c.act, n);
-    tensor_to_f32(type, c.w, wd, n);
-    tensor_to_f32(tensor_vec_dot_type(type), c.act, ad, n);
-    c.exact = c.abs_sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        c.exact += (double)wd[i] * ad[i];
-        c.abs_sum += fabs((double)wd[i] * ad[i]);
-    }
-    free(wf);
-    free(af);
-    free(wd);
-    free(ad);
-    return c;
-}
-
-static void free_case(dot_case *c)
-{
-    free(c->w);
-    free(c->act);
-}
-
 /* Float accumulation of n terms: error well under n * 2^-24 * sum|ab|; this allows
  * 4 * sqrt(n) ulps of the absolute sum plus a floor, far below any indexing mistake. */
 static double dot_tol(int64_t n, double abs_sum)
@@ -66,7 +24,7 @@ static void check_type(uint32_t type, const int64_t *sizes, int n_sizes, bool ch
     tt_rng r = {100 + type};
     for (int s = 0; s < n_sizes; s++) {
         const int64_t n = sizes[s];
-        dot_case c = make_case(&r, type, n);
+        tt_dot_case c = tt_make_dot_case(&r, type, n, tt_fill);
         const double tol = dot_tol(n, c.abs_sum);
         const double ref = tensor_vec_dot_ref(type, c.w, c.act, n);
         if (!(fabs(ref - c.exact) <= tol))
@@ -78,7 +36,7 @@ static void check_type(uint32_t type, const int64_t *sizes, int n_sizes, bool ch
                 fail_msg("%s n %lld: %s %.9g scalar %.9g (tol %.3g)", gguf_ttype_name(type),
                          (long long)n, tensor_simd_name(), got, ref, tol);
         }
-        free_case(&c);
+        tt_free_dot_case(&c);
     }
 }
 
@@ -161,13 +119,13 @@ static void test_dot_quantized_short_rows_exact(void **state)
     for (int t = 0; t < 2; t++)
         for (int rep = 0; rep < 50; rep++)
             for (int64_t n = 32; n <= 256; n += 32) {
-                dot_case c = make_case(&r, types[t], n);
+                tt_dot_case c = tt_make_dot_case(&r, types[t], n, tt_fill);
                 const float got = tensor_vec_dot(types[t], c.w, c.act, n);
                 const float ref = tensor_vec_dot_ref(types[t], c.w, c.act, n);
                 if (got != ref)
                     fail_msg("%s n %lld: %s %.9g scalar %.9g", gguf_ttype_name(types[t]),
                              (long long)n, tensor_simd_name(), (double)got, (double)ref);
-                free_case(&c);
+                tt_free_dot_case(&c);
             }
 }
 
@@ -183,10 +141,10 @@ static void test_vec_dot_types_and_force_scalar(void **state)
     assert_string_equal(tensor_simd_name(), "scalar");
     /* Forced scalar, the dispatched dot is the reference, bit for bit. */
     tt_rng r = {7};
-    dot_case c = make_case(&r, GGUF_T_F32, 1000);
+    tt_dot_case c = tt_make_dot_case(&r, GGUF_T_F32, 1000, tt_fill);
     assert_true(tensor_vec_dot(GGUF_T_F32, c.w, c.act, 1000) ==
                 tensor_vec_dot_ref(GGUF_T_F32, c.w, c.act, 1000));
-    free_case(&c);
+    tt_free_dot_case(&c);
     assert_true(tensor_force_scalar(false));
     printf("dispatch: %s\n", tensor_simd_name());
 }

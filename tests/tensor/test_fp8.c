@@ -253,51 +253,18 @@ static void test_accuracy_against_q8_0(void **state)
 
 /* ---- dot products -------------------------------------------------------------------- */
 
-typedef struct fp8_case {
-    block_fp8_e4m3 *w;
-    block_q8_0 *a;
-    double exact, abs_sum;
-} fp8_case;
-
-static fp8_case make_case(tt_rng *r, int64_t n)
-{
-    fp8_case c;
-    float *wf = malloc((size_t)n * sizeof *wf), *af = malloc((size_t)n * sizeof *af);
-    float *wd = malloc((size_t)n * sizeof *wd), *ad = malloc((size_t)n * sizeof *ad);
-    c.w = malloc(tensor_row_size(GGUF_T_FP8_E4M3, n));
-    c.a = malloc(tensor_row_size(GGUF_T_Q8_0, n));
-    assert_true(wf && af && wd && ad && c.w && c.a);
-    tt_fill(r, wf, n);
-    kt_fill_gauss(r, af, n, 1.0f);
-    tensor_from_f32(GGUF_T_FP8_E4M3, wf, c.w, n);
-    tensor_convert_act(GGUF_T_FP8_E4M3, af, c.a, n);
-    tensor_to_f32(GGUF_T_FP8_E4M3, c.w, wd, n);
-    tensor_to_f32(GGUF_T_Q8_0, c.a, ad, n);
-    c.exact = c.abs_sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        c.exact += (double)wd[i] * ad[i];
-        c.abs_sum += fabs((double)wd[i] * ad[i]);
-    }
-    free(wf);
-    free(af);
-    free(wd);
-    free(ad);
-    return c;
-}
-
 static void test_dot_ref_equals_dequantized_dot(void **state)
 {
     tt_rng r = {31};
     for (int64_t nb = 1; nb <= 130; nb++) {
         const int64_t n = nb * QK_FP8;
-        fp8_case c = make_case(&r, n);
+        tt_dot_case c = tt_make_dot_case(&r, GGUF_T_FP8_E4M3, n, kt_fill_gauss1);
         /* Exact integer sums; per block two roundings (scale, term) and one addition. */
         const double tol = (4.0 * (double)nb + 8) * 0x1p-24 * c.abs_sum + 1e-30;
-        const double got = tensor_vec_dot_ref(GGUF_T_FP8_E4M3, c.w, c.a, n);
+        const double got = tensor_vec_dot_ref(GGUF_T_FP8_E4M3, c.w, c.act, n);
         if (!(fabs(got - c.exact) <= tol))
             fail_msg("n %lld: ref %.9g exact %.9g (tol %.3g)", (long long)n, got, c.exact, tol);
-        free(c.w);
-        free(c.a);
+        tt_free_dot_case(&c);
     }
 }
 
@@ -308,12 +275,12 @@ static void test_avx2_equals_scalar(void **state)
     tt_rng r = {37};
     for (int64_t nb = 1; nb <= 130; nb++) {
         const int64_t n = nb * QK_FP8;
-        fp8_case c = make_case(&r, n);
-        const float ref = tensor_dot_fp8_ref(c.w, c.a, n), got = tensor_dot_fp8_avx2(c.w, c.a, n);
+        tt_dot_case c = tt_make_dot_case(&r, GGUF_T_FP8_E4M3, n, kt_fill_gauss1);
+        const float ref = tensor_dot_fp8_ref(c.w, c.act, n),
+                    got = tensor_dot_fp8_avx2(c.w, c.act, n);
         if (memcmp(&ref, &got, sizeof ref))
             fail_msg("n %lld: avx2 %.9g scalar %.9g", (long long)n, got, ref);
-        free(c.w);
-        free(c.a);
+        tt_free_dot_case(&c);
     }
 #endif
 }

@@ -283,40 +283,6 @@ static void test_zero_rows_quantize_to_zero(void **state)
 
 /* ---- dot products -------------------------------------------------------------------- */
 
-typedef struct kq_case {
-    void *w;
-    block_q8_K *a;
-    double exact, abs_sum;
-} kq_case;
-
-/* A random weight row of `type` and a Q8_K activation row with the exact (double) dot
- * product of the values they hold. Buffers have the exact size, for ASan. */
-static kq_case make_case(tt_rng *r, uint32_t type, int64_t n)
-{
-    kq_case c;
-    float *wf = malloc((size_t)n * sizeof *wf), *af = malloc((size_t)n * sizeof *af);
-    float *wd = malloc((size_t)n * sizeof *wd), *ad = malloc((size_t)n * sizeof *ad);
-    c.w = malloc(tensor_row_size(type, n));
-    c.a = malloc(tensor_row_size(GGUF_T_Q8_K, n));
-    assert_true(wf && af && wd && ad && c.w && c.a);
-    tt_fill(r, wf, n);
-    kt_fill_gauss(r, af, n, 1.0f);
-    tensor_from_f32(type, wf, c.w, n);
-    tensor_convert_act(type, af, c.a, n);
-    tensor_to_f32(type, c.w, wd, n);
-    tensor_to_f32(GGUF_T_Q8_K, c.a, ad, n);
-    c.exact = c.abs_sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        c.exact += (double)wd[i] * ad[i];
-        c.abs_sum += fabs((double)wd[i] * ad[i]);
-    }
-    free(wf);
-    free(af);
-    free(wd);
-    free(ad);
-    return c;
-}
-
 static void test_dot_refs_equal_dequantized_dot(void **state)
 {
     const uint32_t types[] = {GGUF_T_Q4_K, GGUF_T_Q6_K};
@@ -324,16 +290,15 @@ static void test_dot_refs_equal_dequantized_dot(void **state)
     for (int t = 0; t < 2; t++) {
         for (int64_t nb = 1; nb <= NB_MAX; nb++) {
             const int64_t n = nb * QK_K;
-            kq_case c = make_case(&r, types[t], n);
+            tt_dot_case c = tt_make_dot_case(&r, types[t], n, kt_fill_gauss1);
             /* The integer sums are exact; each super-block adds a few float roundings of
              * terms bounded by the absolute sum (and Q4_K's min term by as much again). */
             const double tol = (16.0 * (double)nb + 16) * 0x1p-24 * c.abs_sum * 2 + 1e-30;
-            const double got = tensor_vec_dot_ref(types[t], c.w, c.a, n);
+            const double got = tensor_vec_dot_ref(types[t], c.w, c.act, n);
             if (!(fabs(got - c.exact) <= tol))
                 fail_msg("%s n %lld: ref %.9g exact %.9g (tol %.3g)", gguf_ttype_name(types[t]),
                          (long long)n, got, c.exact, tol);
-            free(c.w);
-            free(c.a);
+            tt_free_dot_case(&c);
         }
     }
 }
@@ -347,15 +312,14 @@ static void test_avx2_equals_scalar(void **state)
         const int64_t n = nb * QK_K;
         for (int t = 0; t < 2; t++) {
             const uint32_t type = t ? GGUF_T_Q6_K : GGUF_T_Q4_K;
-            kq_case c = make_case(&r, type, n);
-            const float ref = tensor_vec_dot_ref(type, c.w, c.a, n);
+            tt_dot_case c = tt_make_dot_case(&r, type, n, kt_fill_gauss1);
+            const float ref = tensor_vec_dot_ref(type, c.w, c.act, n);
             const float got =
-                t ? tensor_dot_q6_K_avx2(c.w, c.a, n) : tensor_dot_q4_K_avx2(c.w, c.a, n);
+                t ? tensor_dot_q6_K_avx2(c.w, c.act, n) : tensor_dot_q4_K_avx2(c.w, c.act, n);
             if (memcmp(&got, &ref, sizeof got))
                 fail_msg("%s n %lld: avx2 %.9g scalar %.9g", gguf_ttype_name(type), (long long)n,
                          got, ref);
-            free(c.w);
-            free(c.a);
+            tt_free_dot_case(&c);
         }
     }
 #endif
