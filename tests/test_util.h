@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -107,6 +108,18 @@ static inline int tu_json_numbers(const char *text, const char *key, double *out
         p = end;
     }
     return n;
+}
+
+/* Whether the bytes of needle occur anywhere in the file (a missing file holds nothing). */
+static inline bool tu_file_has(const char *path, const char *needle)
+{
+    if (!tu_exists(path)) return false;
+    size_t n, m = strlen(needle);
+    char *data = tu_read_file(path, &n);
+    bool found = false;
+    for (size_t i = 0; !found && i + m <= n; i++) found = !memcmp(data + i, needle, m);
+    free(data);
+    return found;
 }
 
 #endif

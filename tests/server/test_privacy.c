@@ -33,24 +33,13 @@ static void fresh_dir(char *buf, size_t cap, const char *name)
     assert_int_equal(system(cmd), 0);
 }
 
-/* Whether `needle` occurs in the file (a missing file holds nothing). */
-static bool file_has(const char *path, const char *needle)
-{
-    if (access(path, R_OK)) return false;
-    size_t len;
-    char *data = tu_read_file(path, &len);
-    const bool found = memmem(data, len, needle, strlen(needle)) != NULL;
-    free(data);
-    return found;
-}
-
 /* Whether the marker is in the database or its WAL. */
 static bool db_has(const char *dir, const char *marker)
 {
     char db[600], wal[620];
     snprintf(db, sizeof db, "%s/" STORE_DB_NAME, dir);
     snprintf(wal, sizeof wal, "%s-wal", db);
-    return file_has(db, marker) || file_has(wal, marker);
+    return tu_file_has(db, marker) || tu_file_has(wal, marker);
 }
 
 /* A chat request whose prompt carries the marker; returns the response id (static buffer). */
@@ -113,6 +102,32 @@ static row_seen stored_row(store *db, const char *id)
     return r;
 }
 
+/* A `mica serve` child on stories260K with its data (keys, log) and output in a fresh
+ * directory: child_prepare makes the directory, child_start runs the server (with one
+ * extra flag, or NULL) and waits for its port. */
+typedef struct child {
+    char model[1024], dir[512], log[600];
+    pid_t pid;
+    uint16_t port;
+} child;
+
+static void child_prepare(child *c, const char *name)
+{
+    MODEL_PATH(c->model);
+    fresh_dir(c->dir, sizeof c->dir, name);
+    snprintf(c->log, sizeof c->log, "%s/serve.log", c->dir);
+}
+
+static void child_start(child *c, const char *extra)
+{
+    char mspec[1100];
+    snprintf(mspec, sizeof mspec, "stories=%s", c->model);
+    const char *args[] = {"-m", mspec, "--port", "0", "--data-dir", c->dir, "-t", "1", extra, NULL};
+    c->pid = spawn_serve(args, c->log);
+    c->port = wait_port(c->log, c->pid);
+    assert_true(c->port > 0);
+}
+
 static void stop_child(pid_t pid)
 {
     kill(pid, SIGTERM);
@@ -126,18 +141,15 @@ static void stop_child(pid_t pid)
 static void test_disable_logs_forms(void **state)
 {
     (void)state;
-    char model[1024], dir[512], log[600], mspec[1100];
-    MODEL_PATH(model);
-    fresh_dir(dir, sizeof dir, "forms");
-    snprintf(log, sizeof log, "%s/serve.log", dir);
-    snprintf(mspec, sizeof mspec, "stories=%s", model);
+    child c;
+    child_prepare(&c, "forms");
+    const char *dir = c.dir, *log = c.log;
     char key[80], quiet_key[80];
     add_key(dir, false, key);
     add_key(dir, true, quiet_key);
-    const char *args[] = {"-m", mspec, "--port", "0", "--data-dir", dir, "-t", "1", NULL};
-    const pid_t pid = spawn_serve(args, log);
-    const uint16_t port = wait_port(log, pid);
-    assert_true(port > 0);
+    child_start(&c, NULL);
+    const pid_t pid = c.pid;
+    const uint16_t port = c.port;
 
     char m_body[32], m_stream[32], m_header[32], m_key[32], m_plain[32], m_plain_stream[32];
     snprintf(m_body, sizeof m_body, "QZXbody%d", (int)getpid());
@@ -163,10 +175,11 @@ static void test_disable_logs_forms(void **state)
     /* Keys are stored nowhere but as hashes: not in the log, not in the output. */
     assert_false(db_has(dir, key + 3) || db_has(dir, quiet_key + 3));
     stop_child(pid);
-    assert_false(file_has(log, key + 3) || file_has(log, quiet_key + 3));
+    assert_false(tu_file_has(log, key + 3) || tu_file_has(log, quiet_key + 3));
     for (int i = 0; i < 4; i++) {
         assert_false(db_has(dir, hidden[i]));
-        if (file_has(log, hidden[i])) fail_msg("marker %s reached the server's output", hidden[i]);
+        if (tu_file_has(log, hidden[i]))
+            fail_msg("marker %s reached the server's output", hidden[i]);
     }
 
     /* Every request has its metadata row; content only where logging was allowed. */
@@ -186,23 +199,19 @@ static void test_disable_logs_forms(void **state)
 static void test_server_wide_no_content(void **state)
 {
     (void)state;
-    char model[1024], dir[512], log[600], mspec[1100];
-    MODEL_PATH(model);
-    fresh_dir(dir, sizeof dir, "serverwide");
-    snprintf(log, sizeof log, "%s/serve.log", dir);
-    snprintf(mspec, sizeof mspec, "stories=%s", model);
-    const char *args[] = {
-        "-m", mspec, "--port", "0", "--data-dir", dir, "-t", "1", "--no-content-logs", NULL};
-    const pid_t pid = spawn_serve(args, log);
-    const uint16_t port = wait_port(log, pid);
-    assert_true(port > 0);
+    child c;
+    child_prepare(&c, "serverwide");
+    child_start(&c, "--no-content-logs");
+    const char *dir = c.dir, *log = c.log;
+    const pid_t pid = c.pid;
+    const uint16_t port = c.port;
     char marker[32], id[64];
     snprintf(marker, sizeof marker, "QZXwide%d", (int)getpid());
     strcpy(id, chat(port, NULL, NULL, marker, false, false));
     assert_false(db_has(dir, marker));
     stop_child(pid);
     assert_false(db_has(dir, marker));
-    assert_false(file_has(log, marker));
+    assert_false(tu_file_has(log, marker));
     store *db;
     mica_err err;
     if (store_open(&db, dir, &(store_opts){0}, &err)) fail_msg("%s", err.msg);
@@ -309,17 +318,14 @@ static void *burst_client(void *arg)
 static void test_kill9_keeps_answered_rows(void **state)
 {
     (void)state;
-    char model[1024], dir[512], log[600], mspec[1100];
-    MODEL_PATH(model);
-    fresh_dir(dir, sizeof dir, "kill9");
-    snprintf(log, sizeof log, "%s/serve.log", dir);
-    snprintf(mspec, sizeof mspec, "stories=%s", model);
-    const char *args[] = {"-m", mspec, "--port", "0", "--data-dir", dir, "-t", "1", NULL};
-    const pid_t pid = spawn_serve(args, log);
+    child c;
+    child_prepare(&c, "kill9");
+    child_start(&c, NULL);
+    const char *dir = c.dir;
+    const pid_t pid = c.pid;
     static burst b;
     memset(&b, 0, sizeof b);
-    b.port = wait_port(log, pid);
-    assert_true(b.port > 0);
+    b.port = c.port;
     pthread_mutex_init(&b.mu, NULL);
     pthread_t th[BURST_CLIENTS];
     for (int i = 0; i < BURST_CLIENTS; i++) pthread_create(&th[i], NULL, burst_client, &b);

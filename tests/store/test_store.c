@@ -97,12 +97,7 @@ static bool file_has(const char *dir, const char *suffix, const char *marker)
 {
     char p[1200];
     snprintf(p, sizeof p, "%s/%s%s", dir, STORE_DB_NAME, suffix);
-    if (!tu_exists(p)) return false;
-    size_t n;
-    char *data = tu_read_file(p, &n);
-    bool found = memmem(data, n, marker, strlen(marker)) != NULL;
-    free(data);
-    return found;
+    return tu_file_has(p, marker);
 }
 
 /* In the database file, its WAL or its shared-memory index. */
