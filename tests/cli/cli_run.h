@@ -93,4 +93,18 @@ static inline void run_free(run_result *r)
     free(r->err);
 }
 
+/* The shape of a CLI error: exit 1, exactly one line "mica: <prefix>...<needle>..." on
+ * stderr, nothing on stdout. Frees r. */
+static inline void run_expect_error(run_result r, const char *prefix, const char *needle)
+{
+    char want[4096];
+    snprintf(want, sizeof want, "mica: %s", prefix);
+    if (r.status != 1 || strncmp(r.err, want, strlen(want)) || !strstr(r.err, needle) ||
+        strchr(r.err, '\n') != r.err + strlen(r.err) - 1 || r.out_len != 0)
+        fail_msg("expected exit 1 and one line '%s...%s...', got exit %d, stderr '%s', %zu bytes "
+                 "of stdout",
+                 want, needle, r.status, r.err, r.out_len);
+    run_free(&r);
+}
+
 #endif

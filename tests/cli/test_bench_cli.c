@@ -308,13 +308,7 @@ static void test_decode_bytes(void **state)
 
 static void expect_error(const char *const *args, const char *needle)
 {
-    run_result r = run_mica(args);
-    if (r.status != 1 || strncmp(r.err, "mica: ", 6) || !strstr(r.err, needle) ||
-        strchr(r.err, '\n') != r.err + strlen(r.err) - 1 || r.out_len != 0)
-        fail_msg("expected exit 1 and one line 'mica: ...%s...', got exit %d, stderr '%s', %zu "
-                 "bytes of stdout",
-                 needle, r.status, r.err, r.out_len);
-    run_free(&r);
+    run_expect_error(run_mica(args), "", needle);
 }
 
 static void test_bad_input(void **state)

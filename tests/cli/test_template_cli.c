@@ -27,18 +27,9 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-/* exit 1, exactly one line "mica: <prefix>...<needle>...", no stdout. */
 static void expect_error(const char *const *args, const char *prefix, const char *needle)
 {
-    run_result r = run_mica(args);
-    char want[1024];
-    snprintf(want, sizeof want, "mica: %s", prefix);
-    if (r.status != 1 || strncmp(r.err, want, strlen(want)) || !strstr(r.err, needle) ||
-        strchr(r.err, '\n') != r.err + strlen(r.err) - 1 || r.out_len != 0)
-        fail_msg("expected exit 1 and one line '%s...%s...', got exit %d, stderr '%s', %zu bytes "
-                 "of stdout",
-                 want, needle, r.status, r.err, r.out_len);
-    run_free(&r);
+    run_expect_error(run_mica(args), prefix, needle);
 }
 
 static void test_help(void **state)
