@@ -63,6 +63,7 @@ int cmd_logs(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 /* --lora FILE[:SCALE] (cmd_lora.c) for the commands that evaluate a model: cli_lora_opt
  * parses one (*handled as cli_sampling_opt), cli_lora_attach loads them for m and applies
@@ -77,6 +78,7 @@ typedef struct cli_loras {
 } cli_loras;
 
 int cli_lora_opt(cli_args *a, cli_loras *l, bool *handled);
+int cli_lora_load(cli_loras *l, mica_model *m); /* the adapters alone, for a scheduler's requests */
 int cli_lora_attach(cli_loras *l, mica_model *m, mica_context *c);
 void cli_loras_free(cli_loras *l);
 #define CLI_LORA_HELP                                                                              \
@@ -99,7 +101,7 @@ typedef struct cli_gen_opts {
 } cli_gen_opts;
 
 int cli_gen_opt(cli_args *a, cli_gen_opts *o, bool *handled);
-int cli_gen_check(const cli_gen_opts *o, const char *cmd);
+int cli_gen_check(cli_gen_opts *o, const char *cmd);
 int cli_gen_open(cli_gen_opts *o, int32_t n_ctx_cap, mica_model **m, mica_context **c);
 int cli_gen_grammar_text(const cli_gen_opts *o, core_buf *out);
 int cli_gen_grammar(const cli_gen_opts *o, mica_model *m, mica_grammar **out);
@@ -108,6 +110,17 @@ void cli_gen_close(cli_gen_opts *o, mica_model *m, mica_context *c);
     CLI_SAMPLING_HELP CLI_LORA_HELP                                                                \
         "      --grammar FILE      constrain the output to a GBNF grammar (llama.cpp's syntax)\n"  \
         "      --json-schema FILE  constrain the output to JSON valid under a JSON schema\n"
+
+/* The embedded default model (cli_default.c): its path, or NULL when it cannot be found;
+ * cli_need_default_model sets *model to it when *model is NULL (returns 1 after an error). */
+#define CLI_DEFAULT_MODEL_NAME "mica-sensor-moe"
+const char *cli_default_model(void);
+int cli_need_default_model(const char *cmd, const char **model);
+
+/* --dims KEY=N,... (cli_dims.c) into p, for `mica synth` and `mica train`; without a preset
+ * (from_preset false) n_head_kv follows n_head unless given. Returns 1 after an error. */
+struct model_synth_params;
+int cli_dims(const char *cmd, const char *list, struct model_synth_params *p, bool from_preset);
 
 /* A progress line on stderr, drawn only when stderr is a terminal (cli_progress.c);
  * cli_progress_update has the library's quant_progress_fn signature. */

@@ -32,9 +32,9 @@ int cli_gen_opt(cli_args *a, cli_gen_opts *o, bool *handled)
     return 0;
 }
 
-int cli_gen_check(const cli_gen_opts *o, const char *cmd)
+int cli_gen_check(cli_gen_opts *o, const char *cmd)
 {
-    if (!o->model) return cli_fail("%s: -m MODEL is required", cmd);
+    if (cli_need_default_model(cmd, &o->model)) return 1;
     if (o->grammar_file && o->schema_file)
         return cli_fail("%s: --grammar and --json-schema exclude each other", cmd);
     return 0;

@@ -17,13 +17,13 @@
 #include <unistd.h>
 
 static const char chat_help[] =
-    "usage: mica chat -m MODEL [options]\n"
+    "usage: mica chat [-m MODEL] [options]\n"
     "\n"
     "Talks with the model: each line on standard input is a user message, the answer is\n"
     "streamed to stdout. The conversation is formatted with the model's chat template (or a\n"
     "built-in ChatML / Llama-3 / Llama-2 format when it has none).\n"
     "\n"
-    "  -m, --model FILE        GGUF model\n"
+    "  -m, --model FILE        GGUF model (default: the embedded mica-sensor-moe)\n"
     "      --system TEXT       a system message at the start of the conversation\n"
     "  -n, --n-predict N       at most N tokens per answer (default 512)\n" CLI_GEN_HELP
     "  -c, --ctx N             context size in tokens (default: the model's, at most 4096)\n"

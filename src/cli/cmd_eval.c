@@ -9,10 +9,10 @@
  */
 #define _GNU_SOURCE /* memmem, strndup */
 #include "cli.h"
+#include "cli_record.h"
 #include "core/core.h"
 #include "engine/sched.h"
 #include "template/template.h"
-#include "template/tmpl_json.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -23,13 +23,13 @@
 #include <string.h>
 
 static const char eval_help[] =
-    "usage: mica eval -m MODEL --data FILE.jsonl [options]\n"
+    "usage: mica eval [-m MODEL] [--lora ADAPTER] --data FILE.jsonl [options]\n"
     "\n"
     "Answers every example greedily and reports the accuracy. Examples are JSON lines\n"
     "{\"prompt\": ..., \"completion\": ..., [\"label\": ...]} or {\"messages\": [...]} whose\n"
     "last assistant message is the reference.\n"
     "\n"
-    "  -m, --model FILE        GGUF model\n"
+    "  -m, --model FILE        GGUF model (default: the embedded mica-sensor-moe)\n"
     "      --data FILE         the examples (JSON lines)\n"
     "      --metric LIST       comma list of exact, contains, label, numbers (default: label\n"
     "                          when the examples have labels, else exact)\n"
@@ -40,7 +40,7 @@ static const char eval_help[] =
     "      --limit N           only the first N examples\n"
     "      --parallel N        sequences answered at once (default 8)\n"
     "  -c, --ctx N             positions per sequence (default 1024)\n"
-    "  -t, --threads N         threads (default: all CPUs)\n"
+    "  -t, --threads N         threads (default: all CPUs)\n" CLI_LORA_HELP
     "  -o, --output FILE       also write each example's answer and verdicts as JSON lines\n"
     "\n"
     "label compares the first sentence of the answer (up to '.', '。' or a newline) with the\n"
@@ -53,6 +53,7 @@ typedef struct eval_opts {
     const char *model, *data, *output, *format;
     int metrics;
     long n_predict, limit, parallel, n_ctx, n_threads;
+    cli_loras loras;
 } eval_opts;
 
 typedef struct example {
@@ -94,7 +95,11 @@ static int eval_parse(int argc, char **argv, eval_opts *o)
     cli_args a = {argc, argv, 0};
     for (a.i = 1; a.i < argc; a.i++) {
         const char *v;
-        if (cli_is(&a, "-m", "--model")) {
+        bool lora;
+        if (cli_lora_opt(&a, &o->loras, &lora)) return 1;
+        if (lora) {
+            continue;
+        } else if (cli_is(&a, "-m", "--model")) {
             if (!(o->model = cli_value(&a))) return 1;
         } else if (cli_is(&a, NULL, "--data")) {
             if (!(o->data = cli_value(&a))) return 1;
@@ -120,7 +125,7 @@ static int eval_parse(int argc, char **argv, eval_opts *o)
             return cli_unknown(&a);
         }
     }
-    if (!o->model) return cli_fail("eval: -m MODEL is required");
+    if (cli_need_default_model("eval", &o->model)) return 1;
     if (!o->data) return cli_fail("eval: --data FILE is required");
     return 0;
 }
@@ -197,48 +202,14 @@ static bool same_numbers(const char *a, const char *b)
 
 /* ---- examples ------------------------------------------------------------------------------ */
 
-static char *dup_str(json_t *v)
-{
-    return json_is_string(v) ? strndup(json_string_value(v), json_string_length(v)) : NULL;
-}
-
 /* The prompt of a record as the model sees it, and its reference answer. */
 static mica_status render_example(json_t *rec, bool chat, const tmpl_chat *fmt, example *e,
                                   mica_err *err)
 {
-    json_t *msgs = json_object_get(rec, "messages");
-    json_t *conv;
-    if (json_is_array(msgs)) {
-        const size_t n = json_array_size(msgs);
-        json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
-        const char *role = last ? json_string_value(json_object_get(last, "role")) : NULL;
-        if (!role || strcmp(role, "assistant"))
-            return core_fail(err, MICA_EFORMAT, "the last message must be the assistant's answer");
-        e->reference = dup_str(json_object_get(last, "content"));
-        conv = json_array();
-        for (size_t i = 0; i + 1 < n; i++) json_array_append(conv, json_array_get(msgs, i));
-    } else {
-        e->reference = dup_str(json_object_get(rec, "completion"));
-        json_t *p = json_object_get(rec, "prompt");
-        if (!json_is_string(p) || !e->reference)
-            return core_fail(err, MICA_EFORMAT,
-                             "expected \"prompt\" and \"completion\" strings, or \"messages\"");
-        if (!chat) {
-            e->prompt = dup_str(p);
-            return e->prompt ? MICA_OK : core_fail(err, MICA_ENOMEM, "out of memory");
-        }
-        conv = json_pack("[{s:s,s:O}]", "role", "user", "content", p);
-    }
-    if (!e->reference) {
-        json_decref(conv);
-        return core_fail(err, MICA_EFORMAT, "the reference answer is not a string");
-    }
-    tmpl_value *v = NULL;
-    mica_status st = tmpl_from_json(conv, &v, "messages", err);
-    json_decref(conv);
-    size_t len;
-    if (!st) st = tmpl_chat_render(fmt, v, NULL, true, &e->prompt, &len, err);
-    tmpl_value_free(v);
+    cli_record r;
+    const mica_status st = cli_record_render(rec, chat, fmt, false, &r, err);
+    e->prompt = r.prompt;
+    e->reference = r.reference;
     return st;
 }
 
@@ -281,7 +252,8 @@ static mica_status load_examples(const eval_opts *o, const tmpl_chat *fmt, bool 
             snprintf(where, sizeof where, "%s:%ld", o->data, ln);
             core_fail_prefix(err, where);
         } else {
-            e->label = dup_str(json_object_get(rec, "label"));
+            json_t *label = json_object_get(rec, "label");
+            e->label = json_is_string(label) ? strdup(json_string_value(label)) : NULL;
             run->has_labels |= e->label != NULL;
             if (!e->label)
                 e->label =
@@ -347,6 +319,9 @@ static mica_status answer_all(const eval_opts *o, mica_model *m, const tmpl_chat
                              .on_event = on_event,
                              .ud = uds[i]};
         rp.sampling.temperature = 0;
+        rp.loras = o->loras.lora;
+        rp.lora_scales = o->loras.scale;
+        rp.n_loras = o->loras.n;
         eng_req *req;
         if ((st = eng_sched_submit(s, &rp, &req, err))) break;
         eng_req_release(req);
@@ -492,6 +467,7 @@ int cmd_eval(int argc, char **argv)
         rc = cli_fail_err(&err);
         goto done;
     }
+    if ((rc = cli_lora_load(&o.loras, m))) goto done;
     bool chat = o.format ? !strcmp(o.format, "chat") : !strcmp(tmpl_chat_format(fmt), "model");
     if (load_examples(&o, fmt, &chat, &run, &err)) {
         rc = cli_fail_err(&err);
@@ -514,6 +490,7 @@ done:
     }
     free(run.ex);
     tmpl_chat_free(fmt);
+    cli_loras_free(&o.loras);
     mica_model_free(m);
     pthread_cond_destroy(&run.cv);
     pthread_mutex_destroy(&run.mu);

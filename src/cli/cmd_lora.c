@@ -51,11 +51,18 @@ int cli_lora_opt(cli_args *a, cli_loras *l, bool *handled)
     return 0;
 }
 
-int cli_lora_attach(cli_loras *l, mica_model *m, mica_context *c)
+int cli_lora_load(cli_loras *l, mica_model *m)
 {
     mica_err err;
     for (int i = 0; i < l->n; i++)
         if (mica_lora_load(&l->lora[i], m, l->path[i], &err)) return cli_fail_err(&err);
+    return 0;
+}
+
+int cli_lora_attach(cli_loras *l, mica_model *m, mica_context *c)
+{
+    mica_err err;
+    if (cli_lora_load(l, m)) return 1;
     if (l->n && mica_context_set_loras(c, -1, l->lora, l->scale, l->n, &err))
         return cli_fail_err(&err);
     return 0;

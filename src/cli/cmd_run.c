@@ -12,12 +12,12 @@
 #include <string.h>
 
 static const char run_help[] =
-    "usage: mica run -m MODEL -p PROMPT [options]\n"
+    "usage: mica run [-m MODEL] -p PROMPT [options]\n"
     "\n"
     "Generates a continuation of PROMPT and streams it to stdout (the prompt itself is not\n"
     "printed unless --echo). A summary goes to stderr.\n"
     "\n"
-    "  -m, --model FILE        GGUF model\n"
+    "  -m, --model FILE        GGUF model (default: the embedded mica-sensor-moe)\n"
     "  -p, --prompt TEXT       the prompt (BOS is added as the model's metadata says)\n"
     "  -n, --n-predict N       tokens to generate (default 128; -1: until the context is "
     "full)\n" CLI_GEN_HELP

@@ -22,7 +22,7 @@ static const char serve_help[] =
     "\n"
     "  -c, --config FILE       JSON config (see docs/gateway.md); flags override it\n"
     "  -m, --model NAME=PATH   a GGUF model served as NAME (repeatable; PATH alone: named\n"
-    "                          after the file)\n"
+    "                          after the file; none: the embedded mica-sensor-moe)\n"
     "      --lora [MODEL:]NAME=PATH  a LoRA adapter (llama.cpp GGUF) of MODEL (default: the\n"
     "                          first) that requests apply with \"lora\": \"NAME\" (repeatable)\n"
     "      --host ADDR         IPv4 address to listen on (default 127.0.0.1)\n"
@@ -79,6 +79,17 @@ static bool cli_path_opt(cli_args *a, const char *name, char *dst, size_t cap)
     }
     strcpy(dst, v);
     return true;
+}
+
+/* No model given: the embedded default, served under its name. */
+static int serve_default_model(srv_config *c)
+{
+    const char *path = NULL;
+    if (cli_need_default_model("serve", &path)) return 1;
+    char spec[4200];
+    snprintf(spec, sizeof spec, "%s=%s", CLI_DEFAULT_MODEL_NAME, path);
+    mica_err err;
+    return srv_config_add_model(c, spec, &err) ? cli_fail_err(&err) : 0;
 }
 
 static int serve_parse(int argc, char **argv, srv_config *c)
@@ -151,7 +162,7 @@ static int serve_parse(int argc, char **argv, srv_config *c)
         }
     }
     if (c->n_batch <= c->n_parallel) c->n_batch = c->n_parallel + 1;
-    return 0;
+    return c->n_models ? 0 : serve_default_model(c);
 }
 
 int cmd_serve(int argc, char **argv)

@@ -10,8 +10,6 @@
 #include "model/model_synth.h"
 #include "quant/quant.h"
 
-#include <errno.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,76 +81,6 @@ static int synth_parse(int argc, char **argv, synth_opts *o)
     return 0;
 }
 
-/* ---- --dims --------------------------------------------------------------------------- */
-
-typedef struct synth_key {
-    const char *name;
-    size_t offset; /* of an int32_t in model_synth_params */
-} synth_key;
-
-static const synth_key synth_keys[] = {
-    {"n_vocab", offsetof(model_synth_params, n_vocab)},
-    {"n_ctx", offsetof(model_synth_params, n_ctx)},
-    {"n_embd", offsetof(model_synth_params, n_embd)},
-    {"n_layer", offsetof(model_synth_params, n_layer)},
-    {"n_head", offsetof(model_synth_params, n_head)},
-    {"n_head_kv", offsetof(model_synth_params, n_head_kv)},
-    {"n_ff", offsetof(model_synth_params, n_ff)},
-    {"n_expert", offsetof(model_synth_params, n_expert)},
-    {"n_expert_used", offsetof(model_synth_params, n_expert_used)},
-};
-
-static const synth_key *synth_key_find(const char *s, size_t len)
-{
-    for (size_t i = 0; i < sizeof synth_keys / sizeof synth_keys[0]; i++)
-        if (strlen(synth_keys[i].name) == len && !strncmp(s, synth_keys[i].name, len))
-            return &synth_keys[i];
-    return NULL;
-}
-
-/* One "KEY=N" item of len bytes at s; *kv_set says whether it was n_head_kv. */
-static int synth_dims_item(const char *s, size_t len, model_synth_params *p, bool *kv_set)
-{
-    const char *eq = memchr(s, '=', len);
-    const synth_key *k = eq ? synth_key_find(s, (size_t)(eq - s)) : NULL;
-    if (!eq || !k)
-        return cli_fail("synth: --dims: '%.*s' is not KEY=N with a known KEY (keys: n_vocab, "
-                        "n_ctx, n_embd, n_layer, n_head, n_head_kv, n_ff, n_expert, "
-                        "n_expert_used)",
-                        (int)len, s);
-    char num[32];
-    const size_t n = len - (size_t)(eq + 1 - s);
-    char *end = NULL;
-    long v = -1;
-    if (n > 0 && n < sizeof num) {
-        memcpy(num, eq + 1, n);
-        num[n] = '\0';
-        errno = 0;
-        v = strtol(num, &end, 10);
-        if (errno || *end) v = -1;
-    }
-    if (v < 0 || v > INT32_MAX)
-        return cli_fail("synth: --dims: '%.*s': the value is not a non-negative integer", (int)len,
-                        s);
-    *(int32_t *)((char *)p + k->offset) = (int32_t)v;
-    *kv_set |= k->offset == offsetof(model_synth_params, n_head_kv);
-    return 0;
-}
-
-/* Without a preset, n_head_kv follows n_head unless given. */
-static int synth_dims(const char *list, model_synth_params *p, bool from_preset)
-{
-    bool kv_set = from_preset;
-    if (!*list) return cli_fail("synth: --dims: empty list");
-    for (const char *s = list; *s;) {
-        const size_t len = strcspn(s, ",");
-        if (synth_dims_item(s, len, p, &kv_set)) return 1;
-        s += len + (s[len] == ',');
-    }
-    if (!kv_set) p->n_head_kv = p->n_head;
-    return 0;
-}
-
 /* ---- running ---------------------------------------------------------------------------- */
 
 static int synth_params(const synth_opts *o, model_synth_params *p)
@@ -168,7 +96,7 @@ static int synth_params(const synth_opts *o, model_synth_params *p)
             return cli_fail("synth: --preset %s is a %s model, not %s", o->preset,
                             model_synth_arch_name(p->arch), o->arch);
     }
-    if (o->dims && synth_dims(o->dims, p, o->preset != NULL)) return 1;
+    if (o->dims && cli_dims("synth", o->dims, p, o->preset != NULL)) return 1;
     if (quant_type_from_name(o->type_name, &p->type, &err))
         return cli_fail("synth: --type: %s", err.msg);
     p->llama_mix = !o->pure;

@@ -32,6 +32,7 @@ static const cli_command commands[] = {
     {"template", cmd_template, "render a chat template over a conversation (JSON)"},
     {"eval", cmd_eval, "accuracy of a model on labelled examples (JSON lines)"},
     {"finetune", cmd_finetune, "train a LoRA adapter on prompt/completion records (JSON lines)"},
+    {"train", cmd_train, "train a model from scratch (records or text, a trained vocabulary)"},
 #endif
 };
 

@@ -124,6 +124,10 @@ mica_status tmpl_render(const tmpl_template *t, const tmpl_render_params *p, cha
 typedef struct tmpl_chat tmpl_chat;
 
 mica_status tmpl_chat_new(tmpl_chat **out, const mica_model *m, const char *name, mica_err *err);
+/* The same from the template text (source[0..len), NULL when there is none) and the BOS/EOS
+ * texts, for callers that hold a vocabulary rather than a mica_model (training). */
+mica_status tmpl_chat_new_text(tmpl_chat **out, const char *source, size_t len, const char *bos,
+                               const char *eos, const char *name, mica_err *err);
 void tmpl_chat_free(tmpl_chat *c);
 /* "model" (its own template), "chatml", "llama3" or "llama2". */
 const char *tmpl_chat_format(const tmpl_chat *c);

@@ -104,20 +104,21 @@ static mica_status parse_builtin(tmpl_chat *c, mica_err *err)
     return tmpl_parse(&c->t, name, src, strlen(src), err);
 }
 
-mica_status tmpl_chat_new(tmpl_chat **out, const mica_model *m, const char *name, mica_err *err)
+mica_status tmpl_chat_new_text(tmpl_chat **out, const char *source, size_t len, const char *bos,
+                               const char *eos, const char *name, mica_err *err)
 {
     *out = NULL;
     tmpl_chat *c = core_calloc(1, sizeof *c);
     if (!c) return core_fail(err, MICA_ENOMEM, "out of memory");
-    special_text(m, mica_model_bos(m), c->bos, sizeof c->bos);
-    special_text(m, mica_model_eos(m), c->eos, sizeof c->eos);
-    const int64_t n = mica_model_meta_str(m, "tokenizer.chat_template", NULL, 0);
-    if (n > 0 && (c->source = malloc((size_t)n + 1))) {
-        mica_model_meta_str(m, "tokenizer.chat_template", c->source, (size_t)n + 1);
+    snprintf(c->bos, sizeof c->bos, "%s", bos ? bos : "");
+    snprintf(c->eos, sizeof c->eos, "%s", eos ? eos : "");
+    if (source && (c->source = malloc(len + 1))) {
+        memcpy(c->source, source, len);
+        c->source[len] = '\0';
         char tname[256];
         snprintf(tname, sizeof tname, "%s:chat_template", name);
         mica_err perr;
-        if (!tmpl_parse(&c->t, tname, c->source, (size_t)n, &perr)) {
+        if (!tmpl_parse(&c->t, tname, c->source, len, &perr)) {
             c->format = "model";
             *out = c;
             return MICA_OK;
@@ -133,6 +134,20 @@ mica_status tmpl_chat_new(tmpl_chat **out, const mica_model *m, const char *name
     }
     *out = c;
     return MICA_OK;
+}
+
+mica_status tmpl_chat_new(tmpl_chat **out, const mica_model *m, const char *name, mica_err *err)
+{
+    char bos[64], eos[64];
+    special_text(m, mica_model_bos(m), bos, sizeof bos);
+    special_text(m, mica_model_eos(m), eos, sizeof eos);
+    const int64_t n = mica_model_meta_str(m, "tokenizer.chat_template", NULL, 0);
+    char *source = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (source) mica_model_meta_str(m, "tokenizer.chat_template", source, (size_t)n + 1);
+    const mica_status st =
+        tmpl_chat_new_text(out, source, source ? (size_t)n : 0, bos, eos, name, err);
+    free(source);
+    return st;
 }
 
 void tmpl_chat_free(tmpl_chat *c)

@@ -512,6 +512,14 @@ static mica_status tt_merge_all(tt_state *t, mica_err *err)
 
 /* ---- output ---------------------------------------------------------------------------- */
 
+/* ChatML, as the control tokens are ChatML's (Qwen2's template without its default system
+ * message), so chat requests and training render prompts alike. */
+static const char tt_chat_template[] =
+    "{%- for message in messages -%}"
+    "<|im_start|>{{ message.role }}{{ '\\n' }}{{ message.content }}<|im_end|>{{ '\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant{{ '\\n' }}{%- endif -%}";
+
 /* The keys besides the token and merge lists. */
 static mica_status tt_write_ids(const tt_state *t, gguf_writer *w)
 {
@@ -523,8 +531,10 @@ static mica_status tt_write_ids(const tt_state *t, gguf_writer *w)
         (st = gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", eot + 2))) /* <|im_end|> */
         return st;
     /* ChatML prompts begin with <|im_start|>, not BOS (as Qwen2's vocabulary says) */
-    if ((st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", false))) return st;
-    return gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", false);
+    if ((st = gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", false)) ||
+        (st = gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", false)))
+        return st;
+    return gguf_writer_set_str(w, "tokenizer.chat_template", tt_chat_template);
 }
 
 static mica_status tt_write(const tt_state *t, const char *pre_name, gguf_writer *w, mica_err *err)

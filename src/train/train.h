@@ -183,4 +183,16 @@ double train_grad_norm(const train_model *tm);
 mica_status train_adamw_step(train_model *tm, const train_opt_cfg *c, int64_t step, double *norm,
                              mica_err *err);
 
+/* Allocates the AdamW moments of every trainable tensor that has none (zeros). */
+mica_status train_opt_alloc(train_model *tm, mica_err *err);
+
+/* ---- checkpoints (train_ckpt.c) -------------------------------------------------------- */
+
+/* Writes the trainable tensors, their AdamW moments and step (updates done) to path (through
+ * path.tmp, renamed when complete). */
+mica_status train_checkpoint_write(train_model *tm, int64_t step, const char *path, mica_err *err);
+/* Restores what train_checkpoint_write saved into a model built the same way (same shape and
+ * adapters); MICA_EFORMAT names a missing or different tensor. */
+mica_status train_checkpoint_read(train_model *tm, const char *path, int64_t *step, mica_err *err);
+
 #endif

@@ -33,24 +33,49 @@ void train_linear_fwd(tensor_pool *pool, const float *W, int64_t n_in, int64_t n
     tensor_matmul(pool, &v, x, n, y);
 }
 
-/* dst (cols rows of rows) = src^T, src rows rows of cols. */
-static void transpose(const float *src, int64_t rows, int64_t cols, float *dst)
+typedef struct transpose_job {
+    const float *src;
+    int64_t rows, cols;
+    float *dst;
+} transpose_job;
+
+#define TRANSPOSE_TILE 32
+
+/* Tiles of rows [t0, t1) * TILE: each reads and writes a cache-sized square. */
+static void transpose_tiles(void *ctx, int64_t t0, int64_t t1, int thread)
 {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+    (void)thread;
+    const transpose_job *j = ctx;
+    for (int64_t r0 = t0 * TRANSPOSE_TILE; r0 < t1 * TRANSPOSE_TILE && r0 < j->rows;
+         r0 += TRANSPOSE_TILE) {
+        const int64_t r1 = r0 + TRANSPOSE_TILE < j->rows ? r0 + TRANSPOSE_TILE : j->rows;
+        for (int64_t c0 = 0; c0 < j->cols; c0 += TRANSPOSE_TILE) {
+            const int64_t c1 = c0 + TRANSPOSE_TILE < j->cols ? c0 + TRANSPOSE_TILE : j->cols;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++) j->dst[c * j->rows + r] = j->src[r * j->cols + c];
+        }
+    }
+}
+
+/* dst (cols rows of rows) = src^T, src rows rows of cols; on the pool, so that the other
+ * threads do not wait for one. */
+static void transpose(tensor_pool *pool, const float *src, int64_t rows, int64_t cols, float *dst)
+{
+    transpose_job j = {src, rows, cols, dst};
+    tensor_pool_for(pool, (rows + TRANSPOSE_TILE - 1) / TRANSPOSE_TILE, transpose_tiles, &j);
 }
 
 void train_linear_bwd(train_work *w, tensor_pool *pool, const float *W, float *dW, int64_t n_in,
                       int64_t n_out, const float *x, const float *dy, int64_t n, float *dx)
 {
     if (dx) { /* dx[r][i] = sum_o dy[r][o] W[o][i]: a matmul with W^T as the weight */
-        transpose(W, n_out, n_in, w->t_w);
+        transpose(pool, W, n_out, n_in, w->t_w);
         train_linear_fwd(pool, w->t_w, n_out, n_in, dy, n, w->t_out);
         train_add(dx, w->t_out, n * n_in);
     }
     if (dW) { /* dW[o][i] = sum_r dy[r][o] x[r][i]: rows of dy^T times rows of x^T */
-        transpose(x, n, n_in, w->t_x);
-        transpose(dy, n, n_out, w->t_dy);
+        transpose(pool, x, n, n_in, w->t_x);
+        transpose(pool, dy, n, n_out, w->t_dy);
         train_linear_fwd(pool, w->t_x, n, n_in, w->t_dy, n_out, w->t_out);
         train_add(dW, w->t_out, n_out * n_in);
     }

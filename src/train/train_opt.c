@@ -62,15 +62,8 @@ static void adamw_tensor(train_tensor *t, const train_opt_cfg *c, float lr, floa
 mica_status train_adamw_step(train_model *tm, const train_opt_cfg *c, int64_t step, double *norm,
                              mica_err *err)
 {
-    for (int i = 0; i < tm->n_tensors; i++) {
-        train_tensor *t = tm->tensors[i];
-        if (!t->g || t->adam_m) continue;
-        t->adam_m = core_calloc((size_t)t->n, sizeof(float));
-        t->adam_v = core_calloc((size_t)t->n, sizeof(float));
-        if (!t->adam_m || !t->adam_v)
-            return core_fail(err, MICA_ENOMEM, "out of memory for the optimizer state of '%s'",
-                             t->name);
-    }
+    const mica_status st = train_opt_alloc(tm, err);
+    if (st) return st;
     const double gnorm = train_grad_norm(tm);
     float clip_scale = 1.0f;
     if (c->clip > 0.0f && gnorm + 1e-6 > 0.0) {
