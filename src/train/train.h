@@ -74,6 +74,7 @@ typedef struct train_model {
     train_tensor *output_norm; /* (n_embd) */
     train_tensor *output;      /* [n_embd, n_vocab]; == tok_embd when tied */
     train_layer *layers;       /* n_layer */
+    train_lora output_lora;    /* LoRA on the output matrix (a NULL: none) */
     float lora_dropout;        /* probability of zeroing an element of A's input */
     float moe_aux_coef;        /* weight of the load-balancing loss; 0: none */
 } train_model;
@@ -109,7 +110,9 @@ void train_model_zero_grad(train_model *tm);
 /* ---- LoRA ---------------------------------------------------------------------------- */
 
 typedef struct train_lora_cfg {
-    const char *targets; /* comma-separated: q,k,v,o,gate,up,down; query_key_value = q,k,v */
+    const char *targets; /* comma-separated: q,k,v,o,gate,up,down, output (the untied output
+                            matrix, so that an adapter can raise tokens the base never wrote);
+                            query_key_value = q,k,v */
     int32_t rank;
     float alpha;   /* scale = alpha / rank */
     float dropout; /* on A's input, [0, 1) */

@@ -223,6 +223,8 @@ mica_status train_backward(train_model *tm, train_work *w, tensor_pool *pool, fl
     memset(w->dxn, 0, (size_t)(w->n * e) * sizeof(float));
     train_linear_bwd(w, pool, tm->output->w, tm->output->g, e, hp->n_vocab, w->xnf, w->dlogits,
                      w->n, w->dxn);
+    train_lora_bwd(w, pool, &tm->output_lora, &w->head, TRAIN_LORA_HEAD, w->xnf, e, hp->n_vocab,
+                   w->dlogits, w->dxn);
     memset(w->dx, 0, (size_t)(w->n * e) * sizeof(float));
     train_rms_norm_bwd(w->xf, tm->output_norm->w, w->rstdf, w->dxn, w->dx, tm->output_norm->g, w->n,
                        e);

@@ -66,6 +66,8 @@ static dims work_dims(const train_model *tm, int32_t n_seq, int32_t n_tok)
             const train_lora *lo = &tm->layers[il].lora[s];
             if (lo->a && (size_t)lo->a->ne[1] > d.r_max) d.r_max = (size_t)lo->a->ne[1];
         }
+    const train_lora *ho = &tm->output_lora;
+    if (ho->a && (size_t)ho->a->ne[1] > d.r_max) d.r_max = (size_t)ho->a->ne[1];
     return d;
 }
 
@@ -117,6 +119,17 @@ static void alloc_acts(allocator *al, const train_model *tm, const dims *d, int 
         a->lora_xd[s] = walloc(al, n * n_in, 4);
         a->lora_keep[s] = walloc(al, n * n_in, 1);
     }
+}
+
+/* The output adapter's buffers (its input is the final norm's output, n_embd wide). */
+static void alloc_head(allocator *al, const train_model *tm, const dims *d, train_acts *a)
+{
+    const train_lora *lo = &tm->output_lora;
+    if (!lo->a) return;
+    a->lora_u[TRAIN_LORA_HEAD] = walloc(al, d->n * (size_t)lo->a->ne[1], 4);
+    if (tm->lora_dropout <= 0.0f) return;
+    a->lora_xd[TRAIN_LORA_HEAD] = walloc(al, d->n * d->e, 4);
+    a->lora_keep[TRAIN_LORA_HEAD] = walloc(al, d->n * d->e, 1);
 }
 
 static void alloc_grads(allocator *al, train_work *w, const dims *d)
@@ -177,6 +190,7 @@ mica_status train_work_new(train_work **out, const train_model *tm, int32_t n_se
         w->attn_len_causal = walloc(&al, (size_t)n_tok, 4);
         w->attn_len_full = walloc(&al, (size_t)n_tok, 4);
         alloc_grads(&al, w, &d);
+        alloc_head(&al, tm, &d, &w->head);
     }
     if (!al.ok) {
         for (int i = al.n - 1; i >= 0; i--) free(al.ptrs[i]);
@@ -441,6 +455,8 @@ mica_status train_forward(train_model *tm, train_work *w, tensor_pool *pool, con
     for (int il = 0; il < hp->n_layer; il++) layer_fwd(tm, w, pool, il, dropout_seed);
     train_rms_norm(w->xf, tm->output_norm->w, w->xnf, w->rstdf, w->n, e, hp->norm_eps);
     train_linear_fwd(pool, tm->output->w, e, hp->n_vocab, w->xnf, w->n, w->logits);
+    train_lora_fwd(w, pool, &tm->output_lora, &w->head, TRAIN_LORA_HEAD, w->xnf, e, hp->n_vocab,
+                   w->logits, site_seed(dropout_seed, hp->n_layer, 0));
     *loss = (float)(cross_entropy(w, hp->n_vocab) + moe_aux_loss(tm, w));
     return MICA_OK;
 }

@@ -8,6 +8,10 @@
 
 #include "train/train.h"
 
+/* The slot of train_acts' LoRA arrays that the output matrix's adapter uses in train_work.head
+ * (the head has one adapted weight; any slot would do). */
+#define TRAIN_LORA_HEAD TRAIN_LORA_Q
+
 /* Saved activations of one layer for N = n_seq * n_tok rows. */
 typedef struct train_acts {
     float *x;         /* (N, n_embd) layer input */
@@ -42,6 +46,7 @@ struct train_work {
     int n_tensors;           /* of the model it was made for (adapters added since: refused) */
     bool dropout_bufs;       /* made with LoRA dropout buffers */
     train_acts *acts;        /* n_layer */
+    train_acts head;         /* the output LoRA's buffers, in slot TRAIN_LORA_HEAD */
     const int32_t *tokens, *targets; /* of the last forward (the caller's arrays) */
     int64_t n_targets;
     float *rope_cs;  /* (n_tok, n_rot) cos, sin per position */

@@ -37,23 +37,25 @@ train_tensor *train_lora_site_weight(const train_layer *l, train_lora_site s)
     }
 }
 
-/* Parses "q,k,v,o" (and query_key_value = q,k,v) into chosen[site]. */
-static mica_status parse_targets(const char *spec, bool *chosen, mica_err *err)
+/* Parses "q,k,v,o" (and query_key_value = q,k,v) into chosen[site], "output" into *output. */
+static mica_status parse_targets(const char *spec, bool *chosen, bool *output, mica_err *err)
 {
     memset(chosen, 0, TRAIN_LORA_N_SITES * sizeof *chosen);
+    *output = false;
     bool any = false;
     for (const char *p = spec; p && *p;) {
         const char *end = strchr(p, ',');
         const size_t len = end ? (size_t)(end - p) : strlen(p);
         bool known = len == 15 && !strncmp(p, "query_key_value", len);
         if (known) chosen[TRAIN_LORA_Q] = chosen[TRAIN_LORA_K] = chosen[TRAIN_LORA_V] = true;
+        if (len == 6 && !strncmp(p, "output", len)) known = *output = true;
         for (int s = 0; s < TRAIN_LORA_N_SITES; s++)
             if (strlen(site_names[s]) == len && !strncmp(p, site_names[s], len))
                 known = chosen[s] = true;
         if (!known)
             return core_fail(err, MICA_EINVAL,
-                             "LoRA target '%.*s': expected q, k, v, o, gate, up, down or "
-                             "query_key_value",
+                             "LoRA target '%.*s': expected q, k, v, o, gate, up, down, output "
+                             "or query_key_value",
                              (int)len, p);
         any = true;
         p = end ? end + 1 : NULL;
@@ -90,6 +92,16 @@ static mica_status add_adapter(train_model *tm, train_lora *lo, const train_tens
     return MICA_OK;
 }
 
+static mica_status check_rank(const train_tensor *base, const char *site, int32_t rank,
+                              mica_err *err)
+{
+    const int64_t lim = base->ne[0] < base->ne[1] ? base->ne[0] : base->ne[1];
+    if (rank < 1 || rank > lim)
+        return core_fail(err, MICA_EINVAL, "LoRA rank %d for '%s' (%s): must be 1 to %lld", rank,
+                         base->name, site, (long long)lim);
+    return MICA_OK;
+}
+
 static mica_status check_site(const train_tensor *base, int s, int32_t rank, mica_err *err)
 {
     if (!base)
@@ -97,17 +109,24 @@ static mica_status check_site(const train_tensor *base, int s, int32_t rank, mic
                          "LoRA target '%s': the model's FFNs are experts, which training does "
                          "not adapt yet",
                          site_names[s]);
-    const int64_t lim = base->ne[0] < base->ne[1] ? base->ne[0] : base->ne[1];
-    if (rank < 1 || rank > lim)
-        return core_fail(err, MICA_EINVAL, "LoRA rank %d for '%s' (%s): must be 1 to %lld", rank,
-                         base->name, site_names[s], (long long)lim);
-    return MICA_OK;
+    return check_rank(base, site_names[s], rank, err);
+}
+
+/* The output matrix can be adapted when it is its own tensor (a tied model's is token_embd,
+ * which an adapter names differently). */
+static mica_status check_output(const train_model *tm, int32_t rank, mica_err *err)
+{
+    if (tm->output == tm->tok_embd)
+        return core_fail(err, MICA_EUNSUPPORTED,
+                         "LoRA target 'output': the model ties its output matrix to the token "
+                         "embeddings");
+    return check_rank(tm->output, "output", rank, err);
 }
 
 mica_status train_lora_add(train_model *tm, const train_lora_cfg *cfg, mica_err *err)
 {
-    bool chosen[TRAIN_LORA_N_SITES];
-    mica_status st = parse_targets(cfg->targets, chosen, err);
+    bool chosen[TRAIN_LORA_N_SITES], output;
+    mica_status st = parse_targets(cfg->targets, chosen, &output, err);
     if (st) return st;
     for (int i = 0; i < tm->n_tensors; i++)
         if (!tm->tensors[i]->g || strstr(tm->tensors[i]->name, ".lora_"))
@@ -122,6 +141,7 @@ mica_status train_lora_add(train_model *tm, const train_lora_cfg *cfg, mica_err 
             if (chosen[s] &&
                 (st = check_site(train_lora_site_weight(&tm->layers[il], s), s, cfg->rank, err)))
                 return st;
+    if (output && (st = check_output(tm, cfg->rank, err))) return st;
     freeze_base(tm);
     tm->lora_dropout = cfg->dropout;
     core_rng r;
@@ -133,26 +153,30 @@ mica_status train_lora_add(train_model *tm, const train_lora_cfg *cfg, mica_err 
                 (st = add_adapter(tm, &l->lora[s], train_lora_site_weight(l, s), cfg, &r, err)))
                 return st;
         }
-    return MICA_OK;
+    return output ? add_adapter(tm, &tm->output_lora, tm->output, cfg, &r, err) : MICA_OK;
+}
+
+static void write_weight(lora_write_weight *x, const train_lora *lo, const train_tensor *base)
+{
+    x->base_name = base->name;
+    memcpy(x->a_ne, lo->a->ne, sizeof x->a_ne);
+    memcpy(x->b_ne, lo->b->ne, sizeof x->b_ne);
+    x->a = lo->a->w;
+    x->b = lo->b->w;
 }
 
 mica_status train_lora_write(const train_model *tm, const char *path, float alpha, mica_err *err)
 {
-    const size_t cap = (size_t)tm->hp.n_layer * TRAIN_LORA_N_SITES;
+    const size_t cap = (size_t)tm->hp.n_layer * TRAIN_LORA_N_SITES + 1;
     lora_write_weight *ws = core_calloc(cap, sizeof *ws);
     if (!ws) return core_fail(err, MICA_ENOMEM, "%s: out of memory", path);
     size_t n = 0;
     for (int il = 0; il < tm->hp.n_layer; il++)
-        for (int s = 0; s < TRAIN_LORA_N_SITES; s++) {
-            const train_lora *lo = &tm->layers[il].lora[s];
-            if (!lo->a) continue;
-            lora_write_weight *x = &ws[n++];
-            x->base_name = train_lora_site_weight(&tm->layers[il], s)->name;
-            memcpy(x->a_ne, lo->a->ne, sizeof x->a_ne);
-            memcpy(x->b_ne, lo->b->ne, sizeof x->b_ne);
-            x->a = lo->a->w;
-            x->b = lo->b->w;
-        }
+        for (int s = 0; s < TRAIN_LORA_N_SITES; s++)
+            if (tm->layers[il].lora[s].a)
+                write_weight(&ws[n++], &tm->layers[il].lora[s],
+                             train_lora_site_weight(&tm->layers[il], s));
+    if (tm->output_lora.a) write_weight(&ws[n++], &tm->output_lora, tm->output);
     mica_status st = lora_write(path, tm->arch->name, "mica-lora", alpha, GGUF_T_F32, ws, n, err);
     free(ws);
     return st;

@@ -225,7 +225,7 @@ static double ref_loss(ref *r)
         for (int i = 0; i < N * e; i++) x[i] += o[i];
     }
     rms(x, P(r, tm->output_norm), xn, N, e, hp->norm_eps);
-    lin(P(r, tm->output), e, nv, xn, N, logits, false);
+    proj(r, tm->output, NULL, &tm->output_lora, xn, logits);
     double loss = 0.0;
     int n_t = 0;
     for (int t = 0; t < N; t++) {
@@ -378,7 +378,7 @@ static void test_lora(void **state)
     (void)state;
     mica_err err;
     train_model *tm = tiny("llama", false, false, 0);
-    train_lora_cfg c = {"query_key_value,o,gate,up,down", 2, 4.0f, 0.0f, 7};
+    train_lora_cfg c = {"query_key_value,o,gate,up,down,output", 2, 4.0f, 0.0f, 7};
     if (train_lora_add(tm, &c, &err)) fail_msg("%s", err.msg);
     assert_null(tm->layers[0].wq->g);
     assert_null(tm->tok_embd->g);

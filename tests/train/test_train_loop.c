@@ -232,7 +232,7 @@ static void test_adapter_roundtrip(void **state)
     if (model_load(&m, base, &err)) fail_msg("%s", err.msg);
     train_model *tm;
     if (train_model_from_model(&tm, m, &err)) fail_msg("%s", err.msg);
-    train_lora_cfg lc = {"q,k,v,o,gate,up,down", 4, 8.0f, 0.0f, 1};
+    train_lora_cfg lc = {"q,k,v,o,gate,up,down,output", 4, 8.0f, 0.0f, 1};
     if (train_lora_add(tm, &lc, &err)) fail_msg("%s", err.msg);
     core_rng r;
     core_rng_seed(&r, 5);
