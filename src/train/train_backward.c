@@ -76,17 +76,24 @@ static void expert_bwd(const train_model *tm, train_work *w, tensor_pool *pool, 
         for (int64_t i = 0; i < e; i++) w->yg[r * e + i] = w->dx[(ts / k) * e + i] * ws;
     }
     const size_t mo = (size_t)x * (size_t)(e * ff);
+    const train_lora *lo = l->lora;
     float *dh = w->dh + r0 * ff, *dg = w->dg + r0 * ff, *du = w->du + r0 * ff;
     float *grad = NULL;
     memset(dh, 0, (size_t)(cnt * ff) * sizeof(float));
     grad = l->down_exps->g ? l->down_exps->g + mo : NULL;
     train_linear_bwd(w, pool, l->down_exps->w + mo, grad, ff, e, a->h + r0 * ff, w->yg, cnt, dh);
+    train_lora_bwd_rows(w, pool, &lo[TRAIN_LORA_DOWN], x, a, TRAIN_LORA_DOWN, r0, cnt,
+                        a->h + r0 * ff, ff, e, w->yg, dh);
     train_swiglu_bwd(a->g + r0 * ff, a->u + r0 * ff, dh, dg, du, cnt * ff);
     memset(w->tmp, 0, (size_t)(cnt * e) * sizeof(float));
     grad = l->gate_exps->g ? l->gate_exps->g + mo : NULL;
     train_linear_bwd(w, pool, l->gate_exps->w + mo, grad, e, ff, w->xg, dg, cnt, w->tmp);
+    train_lora_bwd_rows(w, pool, &lo[TRAIN_LORA_GATE], x, a, TRAIN_LORA_GATE, r0, cnt, w->xg, e, ff,
+                        dg, w->tmp);
     grad = l->up_exps->g ? l->up_exps->g + mo : NULL;
     train_linear_bwd(w, pool, l->up_exps->w + mo, grad, e, ff, w->xg, du, cnt, w->tmp);
+    train_lora_bwd_rows(w, pool, &lo[TRAIN_LORA_UP], x, a, TRAIN_LORA_UP, r0, cnt, w->xg, e, ff, du,
+                        w->tmp);
     for (int32_t r = 0; r < cnt; r++)
         train_add(w->dxn + (a->perm[r0 + r] / k) * e, w->tmp + r * e, e);
 }

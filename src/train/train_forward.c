@@ -114,10 +114,11 @@ static void alloc_acts(allocator *al, const train_model *tm, const dims *d, int 
         const train_lora *lo = &tm->layers[il].lora[s];
         if (!lo->a) continue;
         const size_t n_in = lora_site_n_in(d, (train_lora_site)s);
-        a->lora_u[s] = walloc(al, n * (size_t)lo->a->ne[1], 4);
+        const size_t rows = lo->a->ne[2] > 1 ? d->rows : n; /* experts: n * k sorted rows */
+        a->lora_u[s] = walloc(al, rows * (size_t)lo->a->ne[1], 4);
         if (tm->lora_dropout <= 0.0f) continue;
-        a->lora_xd[s] = walloc(al, n * n_in, 4);
-        a->lora_keep[s] = walloc(al, n * n_in, 1);
+        a->lora_xd[s] = walloc(al, rows * n_in, 4);
+        a->lora_keep[s] = walloc(al, rows * n_in, 1);
     }
 }
 
@@ -277,18 +278,7 @@ static void attention_fwd(const train_model *tm, train_work *w, tensor_pool *poo
     for (int64_t i = 0; i < w->n * e; i++) a->x2[i] = a->x[i] + w->ffn_out[i];
 }
 
-/* One SwiGLU FFN over n rows of x (expert weights given as raw matrices): g, u, h saved. */
-static void swiglu_fwd(tensor_pool *pool, const float *Wg, const float *Wu, const float *Wd,
-                       int64_t e, int64_t ff, const float *x, int64_t n, float *g, float *u,
-                       float *h, float *y)
-{
-    train_linear_fwd(pool, Wg, e, ff, x, n, g);
-    train_linear_fwd(pool, Wu, e, ff, x, n, u);
-    train_swiglu(g, u, h, n * ff);
-    train_linear_fwd(pool, Wd, ff, e, h, n, y);
-}
-
-/* The dense FFN: swiglu_fwd with the LoRA products added after each matmul. */
+/* The dense FFN: SwiGLU with the LoRA products added after each matmul. */
 static void dense_ffn_fwd(const train_model *tm, train_work *w, tensor_pool *pool, int il,
                           uint64_t seed)
 {
@@ -338,11 +328,35 @@ static void moe_route(const train_model *tm, train_work *w, tensor_pool *pool, i
     off[nx] = n_rows;
 }
 
-static void moe_ffn_fwd(const train_model *tm, train_work *w, tensor_pool *pool, int il)
+/* Expert x's rows [r0, r0 + cnt) (inputs in w->xg): SwiGLU with the expert's adapters, the
+ * output in w->yg. */
+static void expert_fwd(const train_model *tm, train_work *w, tensor_pool *pool, int il, int x,
+                       int32_t r0, int32_t cnt, uint64_t seed)
 {
     const train_layer *l = &tm->layers[il];
     train_acts *a = &w->acts[il];
     const int64_t e = tm->hp.n_embd, ff = tm->hp.n_ff_exp;
+    const size_t mo = (size_t)x * (size_t)(e * ff);
+    const train_lora *lo = l->lora;
+    float *g = a->g + r0 * ff, *u = a->u + r0 * ff, *h = a->h + r0 * ff;
+    const uint64_t xs = (uint64_t)(x + 1) * 0xD1B54A32D192ED03ull;
+    train_linear_fwd(pool, l->gate_exps->w + mo, e, ff, w->xg, cnt, g);
+    train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_GATE], x, a, TRAIN_LORA_GATE, r0, cnt, w->xg, e,
+                        ff, g, site_seed(seed, il, TRAIN_LORA_GATE) ^ xs);
+    train_linear_fwd(pool, l->up_exps->w + mo, e, ff, w->xg, cnt, u);
+    train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_UP], x, a, TRAIN_LORA_UP, r0, cnt, w->xg, e, ff, u,
+                        site_seed(seed, il, TRAIN_LORA_UP) ^ xs);
+    train_swiglu(g, u, h, cnt * ff);
+    train_linear_fwd(pool, l->down_exps->w + mo, ff, e, h, cnt, w->yg);
+    train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_DOWN], x, a, TRAIN_LORA_DOWN, r0, cnt, h, ff, e,
+                        w->yg, site_seed(seed, il, TRAIN_LORA_DOWN) ^ xs);
+}
+
+static void moe_ffn_fwd(const train_model *tm, train_work *w, tensor_pool *pool, int il,
+                        uint64_t seed)
+{
+    train_acts *a = &w->acts[il];
+    const int64_t e = tm->hp.n_embd;
     const int k = tm->hp.n_expert_used;
     moe_route(tm, w, pool, il);
     for (int x = 0; x < tm->hp.n_expert; x++) {
@@ -350,9 +364,7 @@ static void moe_ffn_fwd(const train_model *tm, train_work *w, tensor_pool *pool,
         if (!cnt) continue;
         for (int32_t r = 0; r < cnt; r++)
             memcpy(w->xg + r * e, a->xn2 + (a->perm[r0 + r] / k) * e, (size_t)e * sizeof(float));
-        const size_t mo = (size_t)x * (size_t)(e * ff);
-        swiglu_fwd(pool, l->gate_exps->w + mo, l->up_exps->w + mo, l->down_exps->w + mo, e, ff,
-                   w->xg, cnt, a->g + r0 * ff, a->u + r0 * ff, a->h + r0 * ff, w->yg);
+        expert_fwd(tm, w, pool, il, x, r0, cnt, seed);
         for (int32_t r = 0; r < cnt; r++)
             memcpy(a->eo + (int64_t)a->perm[r0 + r] * e, w->yg + r * e, (size_t)e * sizeof(float));
     }
@@ -378,7 +390,7 @@ static void layer_fwd(const train_model *tm, train_work *w, tensor_pool *pool, i
     train_rms_norm(a->x2, tm->layers[il].ffn_norm->w, a->xn2, a->rstd2, w->n, hp->n_embd,
                    hp->norm_eps);
     if (hp->n_expert)
-        moe_ffn_fwd(tm, w, pool, il);
+        moe_ffn_fwd(tm, w, pool, il, seed);
     else
         dense_ffn_fwd(tm, w, pool, il, seed);
     for (int64_t i = 0; i < w->n * hp->n_embd; i++) out[i] = a->x2[i] + w->ffn_out[i];

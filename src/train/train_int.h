@@ -78,7 +78,8 @@ struct train_work {
 train_tensor *train_tensor_add(train_model *tm, const char *name, int n_dims, int64_t ne0,
                                int64_t ne1, int64_t ne2);
 
-/* The weight LoRA site s adapts in layer l (NULL: absent, e.g. FFN sites of an MoE layer). */
+/* The weight LoRA site s adapts in layer l: a MoE layer's gate/up/down are its 3-D expert
+ * tensors (one adapter pair per expert); NULL when absent. */
 train_tensor *train_lora_site_weight(const train_layer *l, train_lora_site s);
 
 /* ---- linear layers (train_ops.c) ------------------------------------------------------ */
@@ -98,6 +99,14 @@ void train_lora_fwd(train_work *w, tensor_pool *pool, const train_lora *lo, trai
 void train_lora_bwd(train_work *w, tensor_pool *pool, const train_lora *lo, const train_acts *a,
                     train_lora_site s, const float *x, int64_t n_in, int64_t n_out, const float *dy,
                     float *dx);
+/* The same for n rows that are rows [r0, r0 + n) of the site's saved buffers, with expert
+ * `expert`'s slice of a 3-D (per-expert) adapter: the expert FFNs' rows sorted by expert. */
+void train_lora_fwd_rows(train_work *w, tensor_pool *pool, const train_lora *lo, int expert,
+                         train_acts *a, train_lora_site s, int64_t r0, int64_t n, const float *x,
+                         int64_t n_in, int64_t n_out, float *y, uint64_t seed);
+void train_lora_bwd_rows(train_work *w, tensor_pool *pool, const train_lora *lo, int expert,
+                         const train_acts *a, train_lora_site s, int64_t r0, int64_t n,
+                         const float *x, int64_t n_in, int64_t n_out, const float *dy, float *dx);
 
 /* ---- element-wise (train_ops.c; ggml-cpu's numerics, as model/forward.c) --------------- */
 

@@ -26,12 +26,12 @@ train_tensor *train_lora_site_weight(const train_layer *l, train_lora_site s)
         return l->wv;
     case TRAIN_LORA_O:
         return l->wo;
-    case TRAIN_LORA_GATE:
-        return l->ffn_gate;
+    case TRAIN_LORA_GATE: /* a MoE layer's gate, up and down are its experts' */
+        return l->ffn_gate ? l->ffn_gate : l->gate_exps;
     case TRAIN_LORA_UP:
-        return l->ffn_up;
+        return l->ffn_up ? l->ffn_up : l->up_exps;
     case TRAIN_LORA_DOWN:
-        return l->ffn_down;
+        return l->ffn_down ? l->ffn_down : l->down_exps;
     default:
         return NULL;
     }
@@ -72,18 +72,21 @@ static void freeze_base(train_model *tm)
     }
 }
 
-/* A and B for one weight: A U(-1/sqrt(n_in), 1/sqrt(n_in)) (kaiming_uniform_, a = sqrt(5)). */
+/* A and B for one weight: A U(-1/sqrt(n_in), 1/sqrt(n_in)) (kaiming_uniform_, a = sqrt(5)).
+ * Experts' 3-D weights get one pair per expert (llama.cpp's a [n_in, r, n_expert], b [r, n_out,
+ * n_expert]). */
 static mica_status add_adapter(train_model *tm, train_lora *lo, const train_tensor *base,
                                const train_lora_cfg *cfg, core_rng *r, mica_err *err)
 {
-    const int64_t n_in = base->ne[0], n_out = base->ne[1];
+    const int64_t n_in = base->ne[0], n_out = base->ne[1], nx = base->n_dims > 2 ? base->ne[2] : 1;
     char name_a[2 * GGUF_MAX_NAME], name_b[2 * GGUF_MAX_NAME];
     snprintf(name_a, sizeof name_a, "%s.lora_a", base->name);
     snprintf(name_b, sizeof name_b, "%s.lora_b", base->name);
     if (strlen(name_a) >= GGUF_MAX_NAME)
         return core_fail(err, MICA_EINVAL, "tensor name '%s' is too long", name_a);
-    lo->a = train_tensor_add(tm, name_a, 2, n_in, cfg->rank, 1);
-    lo->b = lo->a ? train_tensor_add(tm, name_b, 2, cfg->rank, n_out, 1) : NULL;
+    const int dims = nx > 1 ? 3 : 2;
+    lo->a = train_tensor_add(tm, name_a, dims, n_in, cfg->rank, nx);
+    lo->b = lo->a ? train_tensor_add(tm, name_b, dims, cfg->rank, n_out, nx) : NULL;
     if (!lo->b) return core_fail(err, MICA_ENOMEM, "out of memory for the LoRA adapters");
     lo->scale = cfg->alpha / (float)cfg->rank;
     const double bound = 1.0 / sqrt((double)n_in);
@@ -105,9 +108,7 @@ static mica_status check_rank(const train_tensor *base, const char *site, int32_
 static mica_status check_site(const train_tensor *base, int s, int32_t rank, mica_err *err)
 {
     if (!base)
-        return core_fail(err, MICA_EUNSUPPORTED,
-                         "LoRA target '%s': the model's FFNs are experts, which training does "
-                         "not adapt yet",
+        return core_fail(err, MICA_EUNSUPPORTED, "LoRA target '%s': the layer has no such weight",
                          site_names[s]);
     return check_rank(base, site_names[s], rank, err);
 }

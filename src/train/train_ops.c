@@ -83,56 +83,86 @@ void train_linear_bwd(train_work *w, tensor_pool *pool, const float *W, float *d
 
 /* ---- LoRA ----------------------------------------------------------------------------- */
 
-/* The input of A: x itself, or x with elements dropped (kept ones scaled by 1 / (1 - p)),
- * the mask drawn from seed. */
-static const float *lora_input(train_work *w, train_acts *a, train_lora_site s, const float *x,
-                               int64_t n_in, uint64_t seed)
+/* Rows [r0, r0 + n) of the input of A: x itself, or x with elements dropped (kept ones scaled
+ * by 1 / (1 - p)), the mask drawn from seed. */
+static const float *lora_input(train_work *w, train_acts *a, train_lora_site s, int64_t r0,
+                               int64_t n, const float *x, int64_t n_in, uint64_t seed)
 {
     if (w->dropout_p <= 0.0f) return x;
     const float p = w->dropout_p, keep_scale = 1.0f / (1.0f - p);
+    float *xd = a->lora_xd[s] + r0 * n_in;
+    uint8_t *keep = a->lora_keep[s] + r0 * n_in;
     core_rng r;
     core_rng_seed(&r, seed);
-    for (int64_t i = 0; i < (int64_t)w->n * n_in; i++) {
-        const bool keep = core_rng_uniform(&r) >= p;
-        a->lora_keep[s][i] = keep;
-        a->lora_xd[s][i] = keep ? x[i] * keep_scale : 0.0f;
+    for (int64_t i = 0; i < n * n_in; i++) {
+        keep[i] = core_rng_uniform(&r) >= p;
+        xd[i] = keep[i] ? x[i] * keep_scale : 0.0f;
     }
-    return a->lora_xd[s];
+    return xd;
+}
+
+/* Expert `expert`'s A and B (0 for a 2-D weight's adapter): slices of the 3-D tensors. */
+static const float *lora_a_of(const train_lora *lo, int expert)
+{
+    return lo->a->w + (int64_t)expert * lo->a->ne[0] * lo->a->ne[1];
+}
+
+static const float *lora_b_of(const train_lora *lo, int expert)
+{
+    return lo->b->w + (int64_t)expert * lo->b->ne[0] * lo->b->ne[1];
+}
+
+void train_lora_fwd_rows(train_work *w, tensor_pool *pool, const train_lora *lo, int expert,
+                         train_acts *a, train_lora_site s, int64_t r0, int64_t n, const float *x,
+                         int64_t n_in, int64_t n_out, float *y, uint64_t seed)
+{
+    if (!lo->a) return;
+    const int64_t r = lo->a->ne[1];
+    float *u = a->lora_u[s] + r0 * r;
+    const float *xd = lora_input(w, a, s, r0, n, x, n_in, seed);
+    train_linear_fwd(pool, lora_a_of(lo, expert), n_in, r, xd, n, u);
+    train_linear_fwd(pool, lora_b_of(lo, expert), r, n_out, u, n, w->tmp);
+    for (int64_t i = 0; i < n * n_out; i++) y[i] += lo->scale * w->tmp[i];
 }
 
 void train_lora_fwd(train_work *w, tensor_pool *pool, const train_lora *lo, train_acts *a,
                     train_lora_site s, const float *x, int64_t n_in, int64_t n_out, float *y,
                     uint64_t seed)
 {
+    train_lora_fwd_rows(w, pool, lo, 0, a, s, 0, w->n, x, n_in, n_out, y, seed);
+}
+
+void train_lora_bwd_rows(train_work *w, tensor_pool *pool, const train_lora *lo, int expert,
+                         const train_acts *a, train_lora_site s, int64_t r0, int64_t n,
+                         const float *x, int64_t n_in, int64_t n_out, const float *dy, float *dx)
+{
     if (!lo->a) return;
-    const int64_t r = lo->a->ne[1], n = w->n;
-    const float *xd = lora_input(w, a, s, x, n_in, seed);
-    train_linear_fwd(pool, lo->a->w, n_in, r, xd, n, a->lora_u[s]);
-    train_linear_fwd(pool, lo->b->w, r, n_out, a->lora_u[s], n, w->tmp);
-    for (int64_t i = 0; i < n * n_out; i++) y[i] += lo->scale * w->tmp[i];
+    const int64_t r = lo->a->ne[1];
+    const bool dropped = w->dropout_p > 0.0f;
+    const float *xd = dropped ? a->lora_xd[s] + r0 * n_in : x;
+    float *ga = lo->a->g + (int64_t)expert * n_in * r, *gb = lo->b->g + (int64_t)expert * r * n_out;
+    float *sdy = w->lora_dy, *du = w->lora_du, *dxd = w->lora_dxd;
+    for (int64_t i = 0; i < n * n_out; i++) sdy[i] = lo->scale * dy[i];
+    memset(du, 0, (size_t)(n * r) * sizeof(float));
+    train_linear_bwd(w, pool, lora_b_of(lo, expert), gb, r, n_out, a->lora_u[s] + r0 * r, sdy, n,
+                     du);
+    if (!dropped) {
+        train_linear_bwd(w, pool, lora_a_of(lo, expert), ga, n_in, r, xd, du, n, dx);
+        return;
+    }
+    memset(dxd, 0, (size_t)(n * n_in) * sizeof(float));
+    train_linear_bwd(w, pool, lora_a_of(lo, expert), ga, n_in, r, xd, du, n, dxd);
+    const float keep_scale = 1.0f / (1.0f - w->dropout_p);
+    const uint8_t *keep = a->lora_keep[s] + r0 * n_in;
+    for (int64_t i = 0; i < n * n_in; i++)
+        if (keep[i]) dx[i] += dxd[i] * keep_scale;
 }
 
 void train_lora_bwd(train_work *w, tensor_pool *pool, const train_lora *lo, const train_acts *a,
                     train_lora_site s, const float *x, int64_t n_in, int64_t n_out, const float *dy,
                     float *dx)
 {
-    if (!lo->a) return;
-    const int64_t r = lo->a->ne[1], n = w->n;
-    const bool dropped = w->dropout_p > 0.0f;
-    const float *xd = dropped ? a->lora_xd[s] : x;
-    float *sdy = w->lora_dy, *du = w->lora_du, *dxd = w->lora_dxd;
-    for (int64_t i = 0; i < n * n_out; i++) sdy[i] = lo->scale * dy[i];
-    memset(du, 0, (size_t)(n * r) * sizeof(float));
-    train_linear_bwd(w, pool, lo->b->w, lo->b->g, r, n_out, a->lora_u[s], sdy, n, du);
-    if (!dropped) {
-        train_linear_bwd(w, pool, lo->a->w, lo->a->g, n_in, r, xd, du, n, dx);
-        return;
-    }
-    memset(dxd, 0, (size_t)(n * n_in) * sizeof(float));
-    train_linear_bwd(w, pool, lo->a->w, lo->a->g, n_in, r, xd, du, n, dxd);
-    const float keep_scale = 1.0f / (1.0f - w->dropout_p);
-    for (int64_t i = 0; i < n * n_in; i++)
-        if (a->lora_keep[s][i]) dx[i] += dxd[i] * keep_scale;
+    train_lora_bwd_rows(w, pool, lo, 0, a, s, 0, w->n, x, n_in, n_out, dy, dx);
 }
 
 /* ---- element-wise ----------------------------------------------------------------------- */

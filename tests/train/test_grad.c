@@ -139,8 +139,25 @@ static void attention(const ref *r, int il, const double *xn, double *out)
 }
 
 /* down(silu(gate x) * up x) for n rows; the dense FFN's LoRA when lo is given. */
+/* y += scale * B_x A_x x for n rows: expert x's slice of a per-expert adapter. */
+static void expert_lora(const ref *r, const train_lora *lo, int x, const double *in, int n,
+                        int n_in, int n_out, double *y)
+{
+    if (!lo->a) return;
+    const int rk = (int)lo->a->ne[1];
+    double *u = calloc((size_t)n * rk, 8), *v = calloc((size_t)n * n_out, 8);
+    lin(P(r, lo->a) + (size_t)x * n_in * rk, n_in, rk, in, n, u, false);
+    lin(P(r, lo->b) + (size_t)x * rk * n_out, rk, n_out, u, n, v, false);
+    for (int i = 0; i < n * n_out; i++) y[i] += lo->scale * v[i];
+    free(u);
+    free(v);
+}
+
+/* A dense FFN (l given) or expert x's (weights given; lo: the layer's adapters, which hold
+ * one pair per expert). */
 static void swiglu(const ref *r, const double *Wg, const double *Wu, const double *Wd, int e,
-                   int ff, const double *x, int n, double *y, const train_layer *l)
+                   int ff, const double *x, int n, double *y, const train_layer *l,
+                   const train_lora *lo, int expert)
 {
     double *g = calloc((size_t)n * ff, 8), *u = calloc((size_t)n * ff, 8);
     if (l) {
@@ -149,12 +166,16 @@ static void swiglu(const ref *r, const double *Wg, const double *Wu, const doubl
     } else {
         lin(Wg, e, ff, x, n, g, false);
         lin(Wu, e, ff, x, n, u, false);
+        expert_lora(r, &lo[TRAIN_LORA_GATE], expert, x, n, e, ff, g);
+        expert_lora(r, &lo[TRAIN_LORA_UP], expert, x, n, e, ff, u);
     }
     for (int i = 0; i < n * ff; i++) g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
-    if (l)
+    if (l) {
         proj(r, l->ffn_down, NULL, &l->lora[TRAIN_LORA_DOWN], g, y);
-    else
+    } else {
         lin(Wd, ff, e, g, n, y, false);
+        expert_lora(r, &lo[TRAIN_LORA_DOWN], expert, g, n, ff, e, y);
+    }
     free(g);
     free(u);
 }
@@ -190,7 +211,7 @@ static double moe(ref *r, int il, const double *xn, double *out)
         for (int s = 0; s < k; s++) {
             const size_t mo = (size_t)sel[s] * e * ff;
             swiglu(r, P(r, l->gate_exps) + mo, P(r, l->up_exps) + mo, P(r, l->down_exps) + mo, e,
-                   ff, xn + t * e, 1, y, NULL);
+                   ff, xn + t * e, 1, y, NULL, l->lora, sel[s]);
             const double w = tm->arch->moe_renorm ? p[sel[s]] / sum : p[sel[s]];
             for (int i = 0; i < e; i++) out[t * e + i] += w * y[i];
             f[sel[s]] += 1.0 / N;
@@ -221,7 +242,7 @@ static double ref_loss(ref *r)
         if (hp->n_expert)
             aux += moe(r, il, xn, o);
         else
-            swiglu(r, NULL, NULL, NULL, e, hp->n_ff, xn, N, o, l);
+            swiglu(r, NULL, NULL, NULL, e, hp->n_ff, xn, N, o, l, NULL, 0);
         for (int i = 0; i < N * e; i++) x[i] += o[i];
     }
     rms(x, P(r, tm->output_norm), xn, N, e, hp->norm_eps);
@@ -373,11 +394,11 @@ static void test_moe_router(void **state)
     train_model_free(tm);
 }
 
-static void test_lora(void **state)
+/* Adapters on every site of a dense (n_expert 0) or MoE model; B given values. */
+static void check_lora(int n_expert)
 {
-    (void)state;
     mica_err err;
-    train_model *tm = tiny("llama", false, false, 0);
+    train_model *tm = tiny("llama", false, false, n_expert);
     train_lora_cfg c = {"query_key_value,o,gate,up,down,output", 2, 4.0f, 0.0f, 7};
     if (train_lora_add(tm, &c, &err)) fail_msg("%s", err.msg);
     assert_null(tm->layers[0].wq->g);
@@ -391,6 +412,19 @@ static void test_lora(void **state)
                 tm->tensors[i]->w[j] = (float)(core_rng_uniform(&r) - 0.5);
     check_grads(tm, true);
     train_model_free(tm);
+}
+
+static void test_lora(void **state)
+{
+    (void)state;
+    check_lora(0);
+}
+
+/* Per-expert adapters on gate/up/down of the experts (llama.cpp's 3-D lora_a/lora_b). */
+static void test_lora_experts(void **state)
+{
+    (void)state;
+    check_lora(4);
 }
 
 /* With every position masked the loss is 0 and no gradient flows. */
@@ -417,9 +451,9 @@ static void test_all_masked(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_llama_dense), cmocka_unit_test(test_qwen2_tied_bias),
-        cmocka_unit_test(test_moe_router),  cmocka_unit_test(test_lora),
-        cmocka_unit_test(test_all_masked),
+        cmocka_unit_test(test_llama_dense),  cmocka_unit_test(test_qwen2_tied_bias),
+        cmocka_unit_test(test_moe_router),   cmocka_unit_test(test_lora),
+        cmocka_unit_test(test_lora_experts), cmocka_unit_test(test_all_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -199,7 +199,7 @@ static void test_lora_bad_config(void **state)
         {tm, {"q", 33, 8.0f, 0.0f, 1}, "LoRA rank 33"},
         {tm, {"q", 4, 8.0f, 1.0f, 1}, "dropout"},
         {tm, {"q", 4, 0.0f, 0.0f, 1}, "alpha"},
-        {moe, {"q,gate", 4, 8.0f, 0.0f, 1}, "experts"},
+        {moe, {"q,gate", 40, 8.0f, 0.0f, 1}, "LoRA rank 40"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_not_equal(train_lora_add(bad[i].m, &bad[i].c, &err), MICA_OK);
@@ -212,21 +212,25 @@ static void test_lora_bad_config(void **state)
     assert_null(tm->layers[1].lora[TRAIN_LORA_O].a);
     assert_int_not_equal(train_lora_add(tm, &ok, &err), MICA_OK);
     assert_non_null(strstr(err.msg, "already"));
+    const train_lora_cfg experts = {"gate,up,down", 4, 8.0f, 0.0f, 1};
+    assert_int_equal(train_lora_add(moe, &experts, &err), MICA_OK);
+    assert_int_equal(moe->layers[0].lora[TRAIN_LORA_DOWN].a->ne[2], 4); /* one pair per expert */
     train_model_free(tm);
     train_model_free(moe);
 }
 
 /* An adapter trained here, written and loaded by model/lora.c, gives the inference pass the
- * training forward's logits. */
-static void test_adapter_roundtrip(void **state)
+ * training forward's logits: a dense model, or a MoE one (per-expert adapters). */
+static void check_adapter_roundtrip(int n_expert)
 {
-    (void)state;
     mica_err err;
     char base[512], ad[512];
     snprintf(base, sizeof base, "%s/test_train_loop_%ld_base.gguf", tu_tmpdir(), (long)getpid());
     snprintf(ad, sizeof ad, "%s/test_train_loop_%ld_lora.gguf", tu_tmpdir(), (long)getpid());
     model_synth_params p = model_synth_default_params();
     p.type = GGUF_T_F32;
+    p.n_expert = n_expert;
+    p.n_expert_used = n_expert ? 2 : 0;
     if (model_synth_write(base, &p, &err)) fail_msg("%s", err.msg);
     model *m;
     if (model_load(&m, base, &err)) fail_msg("%s", err.msg);
@@ -296,6 +300,18 @@ static void test_adapter_roundtrip(void **state)
     unlink(ad);
 }
 
+static void test_adapter_roundtrip(void **state)
+{
+    (void)state;
+    check_adapter_roundtrip(0);
+}
+
+static void test_adapter_roundtrip_moe(void **state)
+{
+    (void)state;
+    check_adapter_roundtrip(4);
+}
+
 /* Training throughput of a small model (model_synth's default shape, F32): printed. */
 static void test_tokens_per_second(void **state)
 {
@@ -338,7 +354,8 @@ int main(void)
         cmocka_unit_test(test_loss_falls_dense),  cmocka_unit_test(test_loss_falls_moe),
         cmocka_unit_test(test_accumulation),      cmocka_unit_test(test_threads_deterministic),
         cmocka_unit_test(test_dropout_seeded),    cmocka_unit_test(test_lora_bad_config),
-        cmocka_unit_test(test_adapter_roundtrip), cmocka_unit_test(test_tokens_per_second),
+        cmocka_unit_test(test_adapter_roundtrip), cmocka_unit_test(test_adapter_roundtrip_moe),
+        cmocka_unit_test(test_tokens_per_second),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
