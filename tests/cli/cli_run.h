@@ -93,6 +93,37 @@ static inline void run_free(run_result *r)
     free(r->err);
 }
 
+/* The percentage `mica eval` printed on stdout for metric ("label     98.50 %"). */
+static inline double run_eval_percent(const run_result *r, const char *metric)
+{
+    const char *line = strstr(r->out, metric);
+    if (!line) fail_msg("eval printed no '%s' line: %s", metric, r->out);
+    return strtod(line + strlen(metric), NULL);
+}
+
+/* Writes text to path (test inputs). */
+static inline void run_write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Skips the test visibly when `mica CMD --help` fails: the binary was built without CMD
+ * (the commands that need Jansson). */
+static inline void run_skip_without(const char *cmd)
+{
+    const char *args[] = {cmd, "--help", NULL};
+    run_result r = run_mica(args);
+    const int status = r.status;
+    run_free(&r);
+    if (status != 0) {
+        printf("SKIP: mica was built without `%s` (no Jansson)\n", cmd);
+        skip();
+    }
+}
+
 /* The shape of a CLI error: exit 1, exactly one line "mica: <prefix>...<needle>..." on
  * stderr, nothing on stdout. Frees r. */
 static inline void run_expect_error(run_result r, const char *prefix, const char *needle)

@@ -11,26 +11,6 @@
 #include "model/lora.h"
 #include "model/model_synth.h"
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void skip_without_finetune(void)
-{
-    const char *args[] = {"finetune", "--help", NULL};
-    run_result r = run_mica(args);
-    const int status = r.status;
-    run_free(&r);
-    if (status != 0) {
-        printf("SKIP: mica was built without `finetune` (no Jansson)\n");
-        skip();
-    }
-}
-
 typedef struct paths {
     char model[512], train[512], val[512], bad[512], out[512];
 } paths;
@@ -55,9 +35,9 @@ static void setup_files(paths *p)
     }
     strcat(buf, "\n{\"prompt\": \"a very long prompt that will not fit in eight tokens at all\", "
                 "\"completion\": \" long\"}\n");
-    write_text(p->train, buf);
-    write_text(p->val, "{\"prompt\": \"item 12 is\", \"completion\": \" even\"}\n");
-    write_text(p->bad, "{\"prompt\": \"x\", \"completion\": \"y\"}\n{\"prompt\": 1}\n");
+    run_write_text(p->train, buf);
+    run_write_text(p->val, "{\"prompt\": \"item 12 is\", \"completion\": \" even\"}\n");
+    run_write_text(p->bad, "{\"prompt\": \"x\", \"completion\": \"y\"}\n{\"prompt\": 1}\n");
 }
 
 static void cleanup(const paths *p)
@@ -72,7 +52,7 @@ static void cleanup(const paths *p)
 static void test_finetune_writes_adapter(void **state)
 {
     (void)state;
-    skip_without_finetune();
+    run_skip_without("finetune");
     paths p;
     setup_files(&p);
     const char *args[] = {"finetune", "-m",       p.model, "--train",  p.train,    "--val",
@@ -106,7 +86,7 @@ static void test_finetune_writes_adapter(void **state)
 static void test_finetune_bad_record(void **state)
 {
     (void)state;
-    skip_without_finetune();
+    run_skip_without("finetune");
     paths p;
     setup_files(&p);
     const char *args[] = {"finetune", "-m", p.model, "--train", p.bad, "-o", p.out, NULL};

@@ -7,7 +7,7 @@
  * its largest gradient. Also prints training tokens/s of both on the same model and threads.
  * Skips visibly when no python3 with torch is installed (Debian: python3-torch).
  */
-#include "test_util.h"
+#include "train_test_util.h"
 
 #include "train/train.h"
 
@@ -29,27 +29,6 @@ static const char *torch_python(void)
         if (system(cmd) == 0) return candidates[i];
     }
     return NULL;
-}
-
-static train_model *model_of(int n_expert)
-{
-    train_shape s = {0};
-    s.arch = "llama";
-    s.n_vocab = 64;
-    s.n_ctx = 16;
-    s.n_embd = 32;
-    s.n_layer = 2;
-    s.n_head = 4;
-    s.n_head_kv = 2;
-    s.n_ff = 48;
-    s.n_expert = n_expert;
-    s.n_expert_used = n_expert ? 2 : 0;
-    s.rope_base = 1e4f;
-    s.norm_eps = 1e-5f;
-    train_model *tm;
-    mica_err err;
-    if (train_model_init(&tm, &s, 7, &err)) fail_msg("%s", err.msg);
-    return tm;
 }
 
 /* Random tokens; every third position has no target. */
@@ -131,7 +110,7 @@ static void check_against_torch(int n_expert)
     snprintf(batch, sizeof batch, "%s/torch_%d_%d.bin", tu_tmpdir(), (int)getpid(), n_expert);
     snprintf(out, sizeof out, "%s/torch_%d_%d.out", tu_tmpdir(), (int)getpid(), n_expert);
     mica_err err;
-    train_model *tm = model_of(n_expert);
+    train_model *tm = train_test_model(64, n_expert, 7);
     if (train_model_write(tm, gguf, NULL, &err)) fail_msg("%s", err.msg);
     int32_t tokens[NS * NT], targets[NS * NT];
     write_batch(batch, tokens, targets);

@@ -20,26 +20,6 @@
 
 #define TINY_DIMS "n_ctx=48,n_embd=32,n_layer=1,n_head=2,n_ff=64"
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void skip_without_train(void)
-{
-    const char *args[] = {"train", "--help", NULL};
-    run_result r = run_mica(args);
-    const int status = r.status;
-    run_free(&r);
-    if (status != 0) {
-        printf("SKIP: mica was built without `train` (no Jansson)\n");
-        skip();
-    }
-}
-
 static void run_ok(const char *const *args)
 {
     run_result r = run_mica(args);
@@ -52,9 +32,7 @@ static double eval_accuracy(const char *const *args, const char *metric)
 {
     run_result r = run_mica(args);
     if (r.status != 0) fail_msg("eval: status %d: %s", r.status, r.err);
-    const char *line = strstr(r.out, metric);
-    if (!line) fail_msg("eval printed no '%s' line: %s", metric, r.out);
-    const double pct = strtod(line + strlen(metric), NULL);
+    const double pct = run_eval_percent(&r, metric);
     run_free(&r);
     return pct;
 }
@@ -81,7 +59,7 @@ static void make_data(files *f)
                  words[i], words[(i * 3 + 1) % 8]);
         strcat(buf, line);
     }
-    write_text(f->data, buf);
+    run_write_text(f->data, buf);
     const char *args[] = {"tokenizer", "train", "--vocab", "300", "-o", f->vocab, f->data, NULL};
     run_ok(args);
 }
@@ -99,7 +77,7 @@ static void cleanup(const files *f)
 static void test_train_learns_records(void **state)
 {
     (void)state;
-    skip_without_train();
+    run_skip_without("train");
     files f;
     make_data(&f);
     const char *train[] = {"train",  "--dims",   TINY_DIMS, "--tokenizer", f.vocab,
@@ -139,7 +117,7 @@ static pid_t spawn_mica(const char *const *args, const char *log)
 static void test_resume_equals_uninterrupted(void **state)
 {
     (void)state;
-    skip_without_train();
+    run_skip_without("train");
     files f;
     make_data(&f);
 #define RUN_ARGS(out)                                                                              \
@@ -177,15 +155,15 @@ static void test_resume_equals_uninterrupted(void **state)
 static void test_finetune_messages(void **state)
 {
     (void)state;
-    skip_without_train();
+    run_skip_without("train");
     files f;
     make_data(&f);
     const char *train[] = {"train", "--dims", TINY_DIMS,  "--tokenizer", f.vocab, "--data", f.data,
                            "-o",    f.model,  "--epochs", "2",           "-t",    "2",      NULL};
     run_ok(train);
-    write_text(f.data, "{\"messages\": [{\"role\": \"user\", \"content\": \"code 1\"}, "
-                       "{\"role\": \"assistant\", \"content\": \"basil\"}]}\n"
-                       "{\"messages\": [{\"role\": \"user\", \"content\": \"code 2\"}]}\n");
+    run_write_text(f.data, "{\"messages\": [{\"role\": \"user\", \"content\": \"code 1\"}, "
+                           "{\"role\": \"assistant\", \"content\": \"basil\"}]}\n"
+                           "{\"messages\": [{\"role\": \"user\", \"content\": \"code 2\"}]}\n");
     const char *ft[] = {"finetune", "-m",       f.model, "--train", f.data, "-o",
                         f.model2,   "--lora-r", "4",     "-t",      "2",    NULL};
     run_result r = run_mica(ft);
@@ -194,8 +172,8 @@ static void test_finetune_messages(void **state)
     snprintf(want, sizeof want, "%s:2: the last message must be the assistant's answer", f.data);
     if (!strstr(r.err, want)) fail_msg("stderr: %s", r.err);
     run_free(&r);
-    write_text(f.data, "{\"messages\": [{\"role\": \"user\", \"content\": \"code 1\"}, "
-                       "{\"role\": \"assistant\", \"content\": \"basil\"}]}\n");
+    run_write_text(f.data, "{\"messages\": [{\"role\": \"user\", \"content\": \"code 1\"}, "
+                           "{\"role\": \"assistant\", \"content\": \"basil\"}]}\n");
     r = run_mica(ft);
     if (r.status != 0) fail_msg("status %d: %s", r.status, r.err);
     assert_non_null(strstr(r.err, "chat format"));
@@ -231,7 +209,7 @@ static void write_parity(const char *path, int n, unsigned seed, const char *avo
 static void test_lora_learns_parity(void **state)
 {
     (void)state;
-    skip_without_train();
+    run_skip_without("train");
     char base[512], train[512], held[512], adapter[512];
     TU_SHARED_PATH(base, "testdata/stories260K/models/stories260K.F32.gguf");
     run_tmp_path(train, sizeof train, "tr", "parity_train.jsonl");
@@ -274,7 +252,7 @@ static void test_lora_learns_parity(void **state)
 static void test_train_bad_input(void **state)
 {
     (void)state;
-    skip_without_train();
+    run_skip_without("train");
     files f;
     make_data(&f);
     const char *no_vocab[] = {"train", "--dims", TINY_DIMS, "--data", f.data, "-o", f.model, NULL};
@@ -283,7 +261,7 @@ static void test_train_bad_input(void **state)
         "train", "--dims", "n_embd=32,width=3", "--tokenizer", f.vocab, "--data", f.data, "-o",
         f.model, NULL};
     run_expect_error(run_mica(bad_dims), "train: --dims: ", "'width=3' is not KEY=N");
-    write_text(f.data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{oops\n");
+    run_write_text(f.data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{oops\n");
     char want[700];
     snprintf(want, sizeof want, "%s:2: ", f.data);
     const char *bad_line[] = {"train",  "--dims", TINY_DIMS, "--tokenizer", f.vocab,

@@ -6,7 +6,7 @@
  * model/lora.c and the inference pass with it computes the training forward's logits. Prints
  * training tokens/s on a small model (measured, not asserted).
  */
-#include "test_util.h"
+#include "train_test_util.h"
 
 #include "model/lora.h"
 #include "model/model_synth.h"
@@ -14,27 +14,6 @@
 
 #include <math.h>
 #include <unistd.h>
-
-static train_model *scratch_model(int n_expert, uint64_t seed)
-{
-    train_shape s = {0};
-    s.arch = "llama";
-    s.n_vocab = 16;
-    s.n_ctx = 16;
-    s.n_embd = 32;
-    s.n_layer = 2;
-    s.n_head = 4;
-    s.n_head_kv = 2;
-    s.n_ff = 48;
-    s.n_expert = n_expert;
-    s.n_expert_used = n_expert ? 2 : 0;
-    s.rope_base = 1e4f;
-    s.norm_eps = 1e-5f;
-    train_model *tm;
-    mica_err err;
-    if (train_model_init(&tm, &s, seed, &err)) fail_msg("%s", err.msg);
-    return tm;
-}
 
 /* Sequences of a fixed rule (next = 3 * cur + seq mod 16), targets the next token. */
 static void rule_data(int n_seq, int n_tok, int32_t *tokens, int32_t *targets)
@@ -76,7 +55,7 @@ static float train_steps(train_model *tm, tensor_pool *pool, int n_steps, float 
 
 static void check_learns(int n_expert)
 {
-    train_model *tm = scratch_model(n_expert, 1);
+    train_model *tm = train_test_model(16, n_expert, 1);
     tm->moe_aux_coef = n_expert ? 0.01f : 0.0f;
     float first = 0.0f;
     const float last = train_steps(tm, NULL, 80, &first);
@@ -107,7 +86,7 @@ static void test_accumulation(void **state)
     enum { NT = 10 };
     int32_t tokens[2 * NT], targets[2 * NT];
     rule_data(2, NT, tokens, targets);
-    train_model *a = scratch_model(0, 2), *b = scratch_model(0, 2);
+    train_model *a = train_test_model(16, 0, 2), *b = train_test_model(16, 0, 2);
     train_work *w1 = NULL, *w2 = NULL;
     if (train_work_new(&w1, a, 1, NT, &err) || train_work_new(&w2, b, 2, NT, &err))
         fail_msg("%s", err.msg);
@@ -141,7 +120,7 @@ static void test_threads_deterministic(void **state)
     mica_err err;
     tensor_pool *p3;
     if (tensor_pool_new(&p3, 3, &err)) fail_msg("%s", err.msg);
-    train_model *a = scratch_model(4, 3), *b = scratch_model(4, 3);
+    train_model *a = train_test_model(16, 4, 3), *b = train_test_model(16, 4, 3);
     train_lora_cfg lc = {"q,v,o", 4, 8.0f, 0.1f, 9};
     if (train_lora_add(a, &lc, &err) || train_lora_add(b, &lc, &err)) fail_msg("%s", err.msg);
     const float la = train_steps(a, NULL, 6, NULL), lb = train_steps(b, p3, 6, NULL);
@@ -159,7 +138,7 @@ static void test_dropout_seeded(void **state)
 {
     (void)state;
     mica_err err;
-    train_model *tm = scratch_model(0, 4);
+    train_model *tm = train_test_model(16, 0, 4);
     train_lora_cfg lc = {"q,k,v,o,gate,up,down", 4, 8.0f, 0.5f, 9};
     if (train_lora_add(tm, &lc, &err)) fail_msg("%s", err.msg);
     for (int i = 0; i < tm->n_tensors; i++) /* B nonzero, so that A's input matters */
@@ -188,7 +167,7 @@ static void test_lora_bad_config(void **state)
 {
     (void)state;
     mica_err err;
-    train_model *tm = scratch_model(0, 1), *moe = scratch_model(4, 1);
+    train_model *tm = train_test_model(16, 0, 1), *moe = train_test_model(16, 4, 1);
     const struct {
         train_model *m;
         train_lora_cfg c;
