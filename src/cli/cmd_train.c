@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 #include "cli_train.h"
+#include "model/model.h"
 #include "model/model_synth.h"
 
 #include <stdio.h>
@@ -28,6 +29,8 @@ static const char train_help[] =
     "                        n_layer, n_head, n_head_kv, n_ff, n_expert, n_expert_used\n"
     "                        (n_vocab is the vocabulary's; n_ctx bounds the examples)\n"
     "      --tokenizer FILE  the vocabulary (`mica tokenizer train`)\n"
+    "      --init MODEL      continue training MODEL (F32 or any type mica reads) instead of\n"
+    "                        fresh weights: its shape and vocabulary, no --arch/--dims\n"
     "      --data FILE       training data\n"
     "      --val FILE        validation data: its loss is printed after each epoch\n"
     "  -o, --output FILE     where to write the model (FILE.tmp, renamed when complete)\n"
@@ -38,7 +41,7 @@ static const char train_help[] =
     "Defaults: --epochs 1, --lr 1e-3, --batch 16, --weight-decay 0.1.\n";
 
 typedef struct train_opts {
-    const char *arch, *dims, *vocab, *data, *val, *out, *format;
+    const char *arch, *dims, *vocab, *init, *data, *val, *out, *format;
     double moe_aux;
     ct_opts loop;
 } train_opts;
@@ -50,6 +53,7 @@ static int train_parse(int argc, char **argv, train_opts *o)
         const char **str = cli_is(&a, NULL, "--arch")        ? &o->arch
                            : cli_is(&a, NULL, "--dims")      ? &o->dims
                            : cli_is(&a, NULL, "--tokenizer") ? &o->vocab
+                           : cli_is(&a, NULL, "--init")      ? &o->init
                            : cli_is(&a, NULL, "--data")      ? &o->data
                            : cli_is(&a, NULL, "--val")       ? &o->val
                            : cli_is(&a, "-o", "--output")    ? &o->out
@@ -66,8 +70,12 @@ static int train_parse(int argc, char **argv, train_opts *o)
             return cli_unknown(&a);
         if (!ok) return 1;
     }
-    if (!o->dims) return cli_fail("train: --dims is required (e.g. n_embd=128,n_layer=4,n_head=4)");
-    if (!o->vocab)
+    if (o->init && (o->dims || o->arch || o->vocab))
+        return cli_fail("train: --init takes the shape and vocabulary from the model: no --arch, "
+                        "--dims or --tokenizer");
+    if (!o->init && !o->dims)
+        return cli_fail("train: --dims is required (e.g. n_embd=128,n_layer=4,n_head=4)");
+    if (!o->init && !o->vocab)
         return cli_fail("train: --tokenizer VOCAB.gguf is required (make one with `mica "
                         "tokenizer train`)");
     if (!o->data) return cli_fail("train: --data FILE is required");
@@ -117,18 +125,33 @@ static void train_print_shape(const train_model *tm)
     fprintf(stderr, ", vocabulary %d: %.2fM parameters\n", hp->n_vocab, (double)n / 1e6);
 }
 
-static int train_with(const train_opts *o, gguf_file *vf, tok_vocab *v)
+/* The model to train: fresh weights of the shape, or init's (then n_ctx is its own). */
+static int train_model_of(const train_opts *o, const model *init, int32_t n_vocab, train_model **tm,
+                          int32_t *n_ctx)
+{
+    mica_err err;
+    if (init) {
+        *n_ctx = init->hp.n_ctx_train;
+        return train_model_from_model(tm, init, &err) ? cli_fail_err(&err) : 0;
+    }
+    train_shape shape;
+    if (train_shape_of(o, n_vocab, &shape)) return 1;
+    *n_ctx = shape.n_ctx;
+    return train_model_init(tm, &shape, o->loop.seed, &err) ? cli_fail_err(&err) : 0;
+}
+
+/* vf and v: the vocabulary file, or init's file and vocabulary. */
+static int train_with(const train_opts *o, gguf_file *vf, tok_vocab *v, const model *init)
 {
     tmpl_chat *fmt = NULL;
     train_model *tm = NULL;
     ct_set data = {0}, val = {0};
-    train_shape shape;
+    int32_t n_ctx = 0;
     mica_err err;
     int rc = ct_chat_format(v, vf, &fmt);
-    if (!rc) rc = train_shape_of(o, tok_n_vocab(v), &shape);
-    const ct_text text = {"train", v, fmt, o->format, shape.n_ctx};
+    if (!rc) rc = train_model_of(o, init, tok_n_vocab(v), &tm, &n_ctx);
+    const ct_text text = {"train", v, fmt, o->format, n_ctx};
     if (!rc) rc = ct_load(&text, o->data, &data) || (o->val && ct_load(&text, o->val, &val));
-    if (!rc && train_model_init(&tm, &shape, o->loop.seed, &err)) rc = cli_fail_err(&err);
     if (!rc) {
         tm->moe_aux_coef = (float)o->moe_aux;
         train_print_shape(tm);
@@ -162,13 +185,20 @@ int cmd_train(int argc, char **argv)
                              .seed = 1}};
     if (train_parse(argc, argv, &o)) return 1;
     mica_err err;
+    if (o.init) {
+        model *m = NULL;
+        if (model_load(&m, o.init, &err)) return cli_fail_err(&err);
+        const int rc = train_with(&o, m->gguf, m->vocab, m);
+        model_free(m);
+        return rc;
+    }
     gguf_file *vf = NULL;
     tok_vocab *v = NULL;
     if (gguf_open(&vf, o.vocab, &err) || tok_load(&v, vf, &err)) {
         gguf_close(vf);
         return cli_fail_err(&err);
     }
-    const int rc = train_with(&o, vf, v);
+    const int rc = train_with(&o, vf, v, NULL);
     tok_free(v);
     gguf_close(vf);
     return rc;

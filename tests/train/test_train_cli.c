@@ -5,7 +5,7 @@
  *    under `mica eval` (inference reads back what training learnt, template included);
  *  - a run interrupted with SIGINT writes a checkpoint, exits 130, and `--resume` finishes
  *    with a model byte-identical to an uninterrupted run's;
- *  - `mica finetune` takes {"messages"} records;
+ *  - `mica train --init` continues a model; `mica finetune` takes {"messages"} records;
  *  - LoRA learns a rule the base does not know: on stories260K, 500 "Number N is" -> odd/even
  *    examples raise held-out accuracy (200 new numbers) from the base's to at least 95 %
  *    (metric label, the first sentence: stories260K never saw its EOS token, whose output
@@ -161,12 +161,19 @@ static void test_finetune_messages(void **state)
     const char *train[] = {"train", "--dims", TINY_DIMS,  "--tokenizer", f.vocab, "--data", f.data,
                            "-o",    f.model,  "--epochs", "2",           "-t",    "2",      NULL};
     run_ok(train);
+    const char *more[] = {"train", "--init", f.model, "--data", f.data,
+                          "-o",    f.model2, "-t",    "2",      NULL};
+    run_result r = run_mica(more);
+    if (r.status != 0) fail_msg("--init: status %d: %s", r.status, r.err);
+    assert_non_null(strstr(r.err, "train: wrote"));
+    run_free(&r);
+    unlink(f.model2);
     run_write_text(f.data, "{\"messages\": [{\"role\": \"user\", \"content\": \"code 1\"}, "
                            "{\"role\": \"assistant\", \"content\": \"basil\"}]}\n"
                            "{\"messages\": [{\"role\": \"user\", \"content\": \"code 2\"}]}\n");
     const char *ft[] = {"finetune", "-m",       f.model, "--train", f.data, "-o",
                         f.model2,   "--lora-r", "4",     "-t",      "2",    NULL};
-    run_result r = run_mica(ft);
+    r = run_mica(ft);
     assert_int_equal(r.status, 1); /* the second record has no answer */
     char want[700];
     snprintf(want, sizeof want, "%s:2: the last message must be the assistant's answer", f.data);
@@ -261,6 +268,9 @@ static void test_train_bad_input(void **state)
         "train", "--dims", "n_embd=32,width=3", "--tokenizer", f.vocab, "--data", f.data, "-o",
         f.model, NULL};
     run_expect_error(run_mica(bad_dims), "train: --dims: ", "'width=3' is not KEY=N");
+    const char *init_dims[] = {"train",  "--init", f.vocab, "--dims", TINY_DIMS,
+                               "--data", f.data,   "-o",    f.model,  NULL};
+    run_expect_error(run_mica(init_dims), "train: --init ", "no --arch, --dims or --tokenizer");
     run_write_text(f.data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n{oops\n");
     char want[700];
     snprintf(want, sizeof want, "%s:2: ", f.data);
