@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build test asan asan-test aarch64-test bench clean format
+.PHONY: all build test asan asan-test aarch64-test bench default-model clean format
 
 all: build
 
@@ -36,6 +36,11 @@ aarch64-test:
 BENCH_ARGS ?=
 bench: build
 	$(BUILD)/bench_moe $(BENCH_ARGS)
+
+# The embedded default model and its site-b LoRA demo, trained from nothing (models/README.md;
+# about an hour on 2 cores).
+default-model: build
+	scripts/make-default-model.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-aarch64

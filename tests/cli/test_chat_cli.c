@@ -129,9 +129,12 @@ static void test_help_and_errors(void **state)
     assert_int_equal(r.status, 1);
     assert_non_null(strstr(r.err, "mica: /nonexistent/model.gguf"));
     run_free(&r);
+    /* without -m: the default model, here one that is not there */
+    setenv("MICA_DEFAULT_MODEL", "/nonexistent/default.gguf", 1);
     r = run_mica((const char *const[]){"chat", NULL});
+    unsetenv("MICA_DEFAULT_MODEL");
     assert_int_equal(r.status, 1);
-    assert_non_null(strstr(r.err, "-m MODEL"));
+    assert_non_null(strstr(r.err, "mica: /nonexistent/default.gguf"));
     run_free(&r);
 }
 
