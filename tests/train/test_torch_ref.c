@@ -114,8 +114,8 @@ static void check_against_torch(int n_expert)
     if (train_model_write(tm, gguf, NULL, &err)) fail_msg("%s", err.msg);
     int32_t tokens[NS * NT], targets[NS * NT];
     write_batch(batch, tokens, targets);
-    tensor_pool *pool;
-    train_work *w;
+    tensor_pool *pool = NULL;
+    train_work *w = NULL;
     if (tensor_pool_new(&pool, 2, &err) || train_work_new(&w, tm, NS, NT, &err))
         fail_msg("%s", err.msg);
     float loss;
