@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 #include "core/core.h"
+#include "template/template.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,9 @@ static const char run_help[] =
     "full)\n" CLI_GEN_HELP
     "  -c, --ctx N             context size in tokens (default: the model's)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
+    "      --chat              PROMPT is a user message in the model's chat format and the\n"
+    "                          answer follows it (default without -m: the embedded model is a\n"
+    "                          chat model); --raw: PROMPT as it is (default with -m)\n"
     "      --echo              print the prompt before the continuation\n"
     "      --stats             after the text, a table of tokens routed to each expert of\n"
     "                          each layer and their mean gate weight (MoE models), on stderr\n";
@@ -31,6 +35,7 @@ typedef struct run_opts {
     const char *prompt;
     long n_predict;
     bool echo, stats;
+    int chat; /* 1 --chat, 0 --raw, -1 not said */
     cli_gen_opts g;
 } run_opts;
 
@@ -45,6 +50,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
             if (!(o->prompt = cli_value(&a))) return 1;
         } else if (cli_is(&a, "-n", "--n-predict")) {
             if (!cli_int(&a, -1, 1L << 30, &o->n_predict)) return 1;
+        } else if (cli_is(&a, NULL, "--chat") || cli_is(&a, NULL, "--raw")) {
+            o->chat = cli_is(&a, NULL, "--chat");
         } else if (cli_is(&a, NULL, "--echo")) {
             o->echo = true;
         } else if (cli_is(&a, NULL, "--stats")) {
@@ -53,9 +60,30 @@ static int run_parse(int argc, char **argv, run_opts *o)
             return cli_unknown(&a);
         }
     }
+    if (o->chat < 0) o->chat = o->g.model == NULL;
     if (cli_gen_check(&o->g, "run")) return 1;
     if (!o->prompt) return cli_fail("run: -p PROMPT is required");
     return 0;
+}
+
+/* The prompt rendered as one user message with the generation prompt (--chat). */
+static int chat_prompt(mica_model *m, const char *name, const char *prompt, char **text,
+                       size_t *len, bool *add_bos)
+{
+    tmpl_chat *fmt = NULL;
+    tmpl_value *list = tmpl_list(), *msg = tmpl_dict();
+    mica_err err;
+    mica_status st = list && msg ? tmpl_chat_new(&fmt, m, name, &err)
+                                 : core_fail(&err, MICA_ENOMEM, "out of memory");
+    if (!st) st = tmpl_dict_set(msg, "role", 4, tmpl_cstr("user"), &err);
+    if (!st) st = tmpl_dict_set(msg, "content", 7, tmpl_cstr(prompt), &err);
+    if (!st && !(st = tmpl_list_push(list, msg, &err))) msg = NULL;
+    if (!st) st = tmpl_chat_render(fmt, list, NULL, true, text, len, &err);
+    if (!st) *add_bos = !tmpl_chat_has_bos(fmt, *text, *len);
+    tmpl_value_free(msg);
+    tmpl_value_free(list);
+    tmpl_chat_free(fmt);
+    return st ? cli_fail_err(&err) : 0;
 }
 
 static void print_piece(const mica_model *m, mica_token t)
@@ -134,24 +162,29 @@ int cmd_run(int argc, char **argv)
         fputs(run_help, stdout);
         return 0;
     }
-    run_opts o = {.n_predict = 128, .g = {.sp = mica_sampler_default_params()}};
+    run_opts o = {.n_predict = 128, .chat = -1, .g = {.sp = mica_sampler_default_params()}};
     if (run_parse(argc, argv, &o)) {
         cli_loras_free(&o.g.loras);
         return 1;
     }
     run_state r = {0};
     mica_err err;
+    char *text = NULL; /* the rendered prompt (--chat) */
     int rc = 1;
     if (cli_gen_open(&o.g, 0, &r.m, &r.c)) goto done;
     const int32_t n_ctx = mica_context_n_ctx(r.c);
-    size_t len = strlen(o.prompt), cap = 3 * len + 16; /* mica_tokenize's most */
+    size_t len = strlen(o.prompt);
+    bool add_bos = true;
+    if (o.chat && chat_prompt(r.m, o.g.model, o.prompt, &text, &len, &add_bos)) goto done;
+    const size_t cap = 3 * len + 16; /* mica_tokenize's most */
     r.prompt = malloc(cap * sizeof *r.prompt);
     r.logits = malloc((size_t)mica_model_n_vocab(r.m) * sizeof *r.logits);
     if (!r.prompt || !r.logits) {
         rc = cli_fail("run: out of memory");
         goto done;
     }
-    if (mica_tokenize(r.m, o.prompt, len, true, false, r.prompt, cap, &r.n_prompt, &err))
+    if (mica_tokenize(r.m, text ? text : o.prompt, len, add_bos, o.chat, r.prompt, cap,
+                      &r.n_prompt, &err))
         goto fail_err;
     if (r.n_prompt == 0) {
         rc = cli_fail("run: the prompt has no tokens");
@@ -178,6 +211,7 @@ fail_err:
 done:
     mica_sampler_free(r.s);
     mica_grammar_free(r.g);
+    free(text);
     free(r.prompt);
     free(r.logits);
     cli_gen_close(&o.g, r.m, r.c);
