@@ -183,8 +183,8 @@ int cmd_run(int argc, char **argv)
         rc = cli_fail("run: out of memory");
         goto done;
     }
-    if (mica_tokenize(r.m, text ? text : o.prompt, len, add_bos, o.chat, r.prompt, cap,
-                      &r.n_prompt, &err))
+    if (mica_tokenize(r.m, text ? text : o.prompt, len, add_bos, o.chat, r.prompt, cap, &r.n_prompt,
+                      &err))
         goto fail_err;
     if (r.n_prompt == 0) {
         rc = cli_fail("run: the prompt has no tokens");

@@ -121,8 +121,9 @@ static void test_run_english(void **state)
 {
     (void)state;
     skip_without_model();
-    const char *args[] = {"run", "-p", "Analyze sensor data: vibration 8.20 mm/s, voltage 231 V",
-                          "--temp", "0", "-t", "2", NULL};
+    const char *args[] = {"run",    "-p", "Analyze sensor data: vibration 8.20 mm/s, voltage 231 V",
+                          "--temp", "0",  "-t",
+                          "2",      NULL};
     run_result r = run_mica(args);
     if (r.status != 0) fail_msg("run: %s", r.err);
     /* 8.20 is beyond the warning limit 7.1; 231 V is inside 210-240 (docs/sensors.md) */
