@@ -341,8 +341,8 @@ static void expert_fwd(const train_model *tm, train_work *w, tensor_pool *pool, 
     float *g = a->g + r0 * ff, *u = a->u + r0 * ff, *h = a->h + r0 * ff;
     const uint64_t xs = (uint64_t)(x + 1) * 0xD1B54A32D192ED03ull;
     train_linear_fwd(pool, l->gate_exps->w + mo, e, ff, w->xg, cnt, g);
-    train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_GATE], x, a, TRAIN_LORA_GATE, r0, cnt, w->xg, e,
-                        ff, g, site_seed(seed, il, TRAIN_LORA_GATE) ^ xs);
+    train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_GATE], x, a, TRAIN_LORA_GATE, r0, cnt, w->xg, e, ff,
+                        g, site_seed(seed, il, TRAIN_LORA_GATE) ^ xs);
     train_linear_fwd(pool, l->up_exps->w + mo, e, ff, w->xg, cnt, u);
     train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_UP], x, a, TRAIN_LORA_UP, r0, cnt, w->xg, e, ff, u,
                         site_seed(seed, il, TRAIN_LORA_UP) ^ xs);
