@@ -35,20 +35,12 @@ static void expect_ok(const run_result *r, const char *what)
 static void expect_error_limited(const char *const *args, const char *prefix, const char *needle,
                                  const char *out, long fsize_limit)
 {
-    run_result r = run_mica_limited(args, fsize_limit);
-    char want[1024];
-    snprintf(want, sizeof want, "mica: %s", prefix);
-    if (r.status != 1 || strncmp(r.err, want, strlen(want)) || !strstr(r.err, needle) ||
-        strchr(r.err, '\n') != r.err + strlen(r.err) - 1 || r.out_len != 0)
-        fail_msg("expected exit 1 and one line '%s...%s...', got exit %d, stderr '%s', %zu bytes "
-                 "of stdout",
-                 want, needle, r.status, r.err, r.out_len);
+    run_expect_error(run_mica_limited(args, fsize_limit), prefix, needle);
     if (out) {
         char tmp[1024];
         snprintf(tmp, sizeof tmp, "%s.tmp", out);
         if (tu_exists(out) || tu_exists(tmp)) fail_msg("%s or its .tmp was left behind", out);
     }
-    run_free(&r);
 }
 
 static void expect_error(const char *const *args, const char *prefix, const char *needle,
