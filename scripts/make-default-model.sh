@@ -5,7 +5,7 @@
 #   3. a small Mixtral-style MoE trained from scratch (`mica train`);
 #   4. Q8_0 with the embeddings, the output matrix and the attention's V kept in F16;
 #   5. the site-b LoRA adapter (`mica finetune`, r 16, alpha 32, dropout 0.1, 500 examples; on
-#      attention, the experts and the output matrix),
+#      attention, the experts' up and down, and the output matrix),
 #      and `mica eval` before and after on 1000 held-out site-b examples.
 # Usage: scripts/make-default-model.sh [BUILD_DIR]   (THREADS=2 by default; about 55 min on 2
 # cores). Training is deterministic for a seed and any thread count.
@@ -33,7 +33,7 @@ $mica data sensors --n 500 --seed 3 --task site-b -o "$work/site-b.jsonl"
 $mica data sensors --n 1000 --seed 4 --task site-b -o "$work/site-b-test.jsonl"
 $mica eval -m "$out/mica-sensor-moe.gguf" --data "$work/site-b-test.jsonl" --metric label -t "$threads"
 $mica finetune -m "$out/mica-sensor-moe.gguf" --train "$work/site-b.jsonl" \
-    --lora-r 16 --lora-alpha 32 --lora-dropout 0.1 --target q,k,v,o,gate,up,down,output \
-    --epochs 10 --batch 2 --lr 1e-3 --seed 1 -t "$threads" -o "$out/mica-sensor-site-b-lora.gguf"
+    --lora-r 16 --lora-alpha 32 --lora-dropout 0.1 --target q,k,v,o,up,down,output \
+    --epochs 40 --batch 2 --lr 3e-3 --seed 1 -t "$threads" -o "$out/mica-sensor-site-b-lora.gguf"
 $mica eval -m "$out/mica-sensor-moe.gguf" --lora "$out/mica-sensor-site-b-lora.gguf" \
     --data "$work/site-b-test.jsonl" --metric label -t "$threads"
