@@ -34,6 +34,6 @@ $mica data sensors --n 1000 --seed 4 --task site-b -o "$work/site-b-test.jsonl"
 $mica eval -m "$out/mica-sensor-moe.gguf" --data "$work/site-b-test.jsonl" --metric label -t "$threads"
 $mica finetune -m "$out/mica-sensor-moe.gguf" --train "$work/site-b.jsonl" \
     --lora-r 16 --lora-alpha 32 --lora-dropout 0.1 --target q,k,v,o,up,down,output \
-    --epochs 40 --batch 2 --lr 3e-3 --seed 1 -t "$threads" -o "$out/mica-sensor-site-b-lora.gguf"
+    --epochs 60 --batch 2 --lr 3e-3 --seed 1 -t "$threads" -o "$out/mica-sensor-site-b-lora.gguf"
 $mica eval -m "$out/mica-sensor-moe.gguf" --lora "$out/mica-sensor-site-b-lora.gguf" \
     --data "$work/site-b-test.jsonl" --metric label -t "$threads"

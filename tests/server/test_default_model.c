@@ -6,8 +6,8 @@
  *    least 99 % of the answers; the reference is `mica data sensors`, whose thresholds are
  *    checked against the published table by tests/data;
  *  - the site-b adapter shipped next to it raises site-b status accuracy from the base's 0 %
- *    (the base does not know site-b's labels) to at least 93 % (measured: 94.5 % here, 94.9 %
- *    on 1000 examples; the goal of 95 % is not reached yet, see models/README.md);
+ *    (the base does not know site-b's labels) to at least 95 % (measured: 96.0 % here, 95.5 %
+ *    on 1000 examples, see models/README.md);
  *  - `mica serve` serves it, and a chat request in Chinese gets the right analysis; `mica run`
  *    answers a prompt in English (as a chat message, since no -m was given).
  * Skips visibly when the model is absent (a clone that has not run `make default-model`).
@@ -77,7 +77,7 @@ static void test_site_b_adapter(void **state)
     const double after = run_eval_percent(&r, "label");
     run_free(&r);
     printf("site-b status accuracy: base %.2f %%, with the adapter %.2f %%\n", before, after);
-    assert_true(after >= 93.0);
+    assert_true(after >= 95.0);
     assert_true(after > before);
     unlink(data);
 }
