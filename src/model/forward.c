@@ -186,29 +186,16 @@ static void rms_norm_rows_pool(tensor_pool *pool, const float *x, const float *w
     tensor_pool_for(n_rows * n >= 16 * 1024 ? pool : NULL, n_rows, norm_range, &j);
 }
 
-/* gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + expf(-x)). The expf calls go first,
- * a slice at a time, so that the divisions and products of the second loop can be
- * vectorized; every element still takes the same operations. */
-static void swiglu(float *gate, const float *up, int64_t n)
-{
-    float e[256];
-    for (int64_t i0 = 0; i0 < n; i0 += 256) {
-        const int m = n - i0 < 256 ? (int)(n - i0) : 256;
-        for (int i = 0; i < m; i++) e[i] = expf(-gate[i0 + i]);
-        for (int i = 0; i < m; i++) gate[i0 + i] = gate[i0 + i] / (1.0f + e[i]) * up[i0 + i];
-    }
-}
-
 typedef struct swiglu_job {
     float *gate;
     const float *up;
 } swiglu_job;
 
-/* Elements [i0, i1) of a batch's gate and up (expf is most of a prompt's element-wise work). */
+/* Elements [i0, i1) of a batch's gate and up (exp is most of a prompt's element-wise work). */
 static void swiglu_range(void *ctx, int64_t i0, int64_t i1, int thread)
 {
     const swiglu_job *j = ctx;
-    swiglu(j->gate + i0, j->up + i0, i1 - i0);
+    tensor_swiglu(j->gate + i0, j->up + i0, j->gate + i0, i1 - i0);
 }
 
 static void add_bias_rows(float *y, const float *b, int64_t n_rows, int64_t n)
@@ -401,10 +388,10 @@ static void swiglu_ffn(tensor_pool *pool, model_work *w, const tensor_view *gate
     lora_add(w, pool, fl->gate, &fl->rows, x, n, w->gate);
     lora_add(w, pool, fl->up, &fl->rows, x, n, w->up);
     swiglu_job sj = {w->gate, w->up};
-    if (n * ff >= 2048)
+    if (n * ff >= 16 * 1024)
         tensor_pool_for(pool, n * ff, swiglu_range, &sj);
     else
-        swiglu(w->gate, w->up, n * ff);
+        tensor_swiglu(w->gate, w->up, w->gate, n * ff);
     tensor_matmul(pool, down, w->gate, n, y);
     lora_add(w, pool, fl->down, &fl->rows, w->gate, n, y);
 }

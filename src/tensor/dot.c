@@ -96,6 +96,7 @@ static const tensor_kernels dot_scalar = {
             [GGUF_T_Q8_0] = tensor_act_q8_0_ref,
             [GGUF_T_Q8_K] = tensor_act_q8_K_ref,
         },
+    .swiglu = tensor_swiglu_ref,
 };
 
 #if defined(__x86_64__)
@@ -118,6 +119,7 @@ static const tensor_kernels dot_avx2 = {
             [GGUF_T_Q8_0] = tensor_act_q8_0_avx2,
             [GGUF_T_Q8_K] = tensor_act_q8_K_avx2,
         },
+    .swiglu = tensor_swiglu_avx2,
 };
 
 /* AVX-512 (F/BW/VL): laid over the AVX2 table, so AVX2 kernels stay in use for the types it
@@ -139,6 +141,7 @@ static const tensor_kernels dot_avx512 = {
             [GGUF_T_F32] = &tensor_gemm_f32_avx512,
             [GGUF_T_F16] = &tensor_gemm_f16_avx512,
         },
+    .swiglu = tensor_swiglu_avx512,
 };
 
 static const tensor_kernels dot_avx512_vnni = {
@@ -175,6 +178,7 @@ static const tensor_kernels dot_neon = {
             [GGUF_T_F16] = tensor_act_f16_neon,
             [GGUF_T_Q8_0] = tensor_act_q8_0_neon,
         },
+    .swiglu = tensor_swiglu_neon,
 };
 
 /* ARMv8.2 sdot (Cortex-A76 and later): laid over the NEON table. */
@@ -201,6 +205,7 @@ static void dot_overlay(const tensor_kernels *family)
         if (family->act[t]) dot_best.act[t] = family->act[t];
         if (family->gemm[t]) dot_best.gemm[t] = family->gemm[t];
     }
+    if (family->swiglu) dot_best.swiglu = family->swiglu;
 }
 
 static void dot_use(const tensor_kernels *family)

@@ -150,6 +150,13 @@ const char *tensor_simd_name(void);
 /* Forces the scalar reference everywhere (tests, debugging); returns the previous setting. */
 bool tensor_force_scalar(bool on);
 
+/* ---- activations ---------------------------------------------------------------------- */
+
+/* SwiGLU's gate: h[i] = silu(g[i]) * u[i], silu(x) = x / (1 + exp(-x)), with mica's own exp
+ * (within about 2 ulp of the exact value); every kernel family gives the same bits, for
+ * any n and any place of an element in the row. h may be g. */
+void tensor_swiglu(const float *g, const float *u, float *h, int64_t n);
+
 /* ---- attention products --------------------------------------------------------------- */
 
 /* For n_q query rows q[a] that share one key head: s[a * s_stride + i] = (q_a . k_i) * scale

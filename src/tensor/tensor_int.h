@@ -13,6 +13,8 @@
 typedef float (*tensor_dot_fn)(const void *w, const void *act, int64_t n);
 /* Converts a row of n floats to an activation type (F16, Q8_0, ...). */
 typedef void (*tensor_act_fn)(const float *x, void *y, int64_t n);
+/* h[i] = silu(g[i]) * u[i] for i < n (tensor_swiglu; h may be g). */
+typedef void (*tensor_swiglu_fn)(const float *g, const float *u, float *h, int64_t n);
 
 /* Type ids index the kernel arrays; every id a kernel exists for is below this. */
 #define TENSOR_MAX_TYPE 64
@@ -45,6 +47,7 @@ typedef struct tensor_kernels {
     tensor_dot_fn dot[TENSOR_MAX_TYPE];
     tensor_act_fn act[TENSOR_MAX_TYPE];
     const tensor_gemm *gemm[TENSOR_MAX_TYPE]; /* batched kernels by weight type; may be NULL */
+    tensor_swiglu_fn swiglu;                  /* the SwiGLU activation (swiglu.c) */
 } tensor_kernels;
 
 /* The table in use: the scalar references when tensor_force_scalar(true) or when the CPU
@@ -57,6 +60,7 @@ const tensor_kernels *tensor_kernels_scalar(void);
 
 /* Scalar references, one per entry of tensor_kernels (dot.c, quant.c, convert.c). */
 float tensor_dot_f32_ref(const void *w, const void *act, int64_t n);
+void tensor_swiglu_ref(const float *g, const float *u, float *h, int64_t n);
 float tensor_dot_f16_ref(const void *w, const void *act, int64_t n);
 float tensor_dot_bf16_ref(const void *w, const void *act, int64_t n);
 float tensor_dot_q8_0_ref(const void *w, const void *act, int64_t n);
@@ -88,6 +92,9 @@ bool tensor_fp8_row_to_f32(uint32_t type, const void *src, float *dst, int64_t n
 #if defined(__x86_64__)
 /* AVX2 + FMA + F16C kernels (dot_avx2.c); callable only when the CPU has all three. */
 bool tensor_avx2_usable(void);
+/* The SwiGLU twins (swiglu.c): AVX2+FMA, and AVX-512 F when tensor_avx512_usable(). */
+void tensor_swiglu_avx2(const float *g, const float *u, float *h, int64_t n);
+void tensor_swiglu_avx512(const float *g, const float *u, float *h, int64_t n);
 bool tensor_x86_has_f16c(void);
 float tensor_dot_f32_avx2(const void *w, const void *act, int64_t n);
 float tensor_dot_f16_avx2(const void *w, const void *act, int64_t n);
@@ -136,6 +143,7 @@ void tensor_attn_values_avx512(const float *p, size_t p_stride, int n_q, const i
  * (getauxval HWCAP bits). All but the float dot products give their references' bits. */
 bool tensor_neon_usable(void);
 bool tensor_neon_dotprod_usable(void);
+void tensor_swiglu_neon(const float *g, const float *u, float *h, int64_t n); /* swiglu.c */
 float tensor_dot_f32_neon(const void *w, const void *act, int64_t n);
 float tensor_dot_f16_neon(const void *w, const void *act, int64_t n);
 float tensor_dot_bf16_neon(const void *w, const void *act, int64_t n);

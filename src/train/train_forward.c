@@ -292,7 +292,7 @@ static void dense_ffn_fwd(const train_model *tm, train_work *w, tensor_pool *poo
     train_linear_fwd(pool, l->ffn_up->w, e, ff, a->xn2, n, a->u);
     train_lora_fwd(w, pool, &lo[TRAIN_LORA_UP], a, TRAIN_LORA_UP, a->xn2, e, ff, a->u,
                    site_seed(seed, il, TRAIN_LORA_UP));
-    train_swiglu(a->g, a->u, a->h, n * ff);
+    tensor_swiglu(a->g, a->u, a->h, n * ff);
     train_linear_fwd(pool, l->ffn_down->w, ff, e, a->h, n, w->ffn_out);
     train_lora_fwd(w, pool, &lo[TRAIN_LORA_DOWN], a, TRAIN_LORA_DOWN, a->h, ff, e, w->ffn_out,
                    site_seed(seed, il, TRAIN_LORA_DOWN));
@@ -346,7 +346,7 @@ static void expert_fwd(const train_model *tm, train_work *w, tensor_pool *pool, 
     train_linear_fwd(pool, l->up_exps->w + mo, e, ff, w->xg, cnt, u);
     train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_UP], x, a, TRAIN_LORA_UP, r0, cnt, w->xg, e, ff, u,
                         site_seed(seed, il, TRAIN_LORA_UP) ^ xs);
-    train_swiglu(g, u, h, cnt * ff);
+    tensor_swiglu(g, u, h, cnt * ff);
     train_linear_fwd(pool, l->down_exps->w + mo, ff, e, h, cnt, w->yg);
     train_lora_fwd_rows(w, pool, &lo[TRAIN_LORA_DOWN], x, a, TRAIN_LORA_DOWN, r0, cnt, h, ff, e,
                         w->yg, site_seed(seed, il, TRAIN_LORA_DOWN) ^ xs);

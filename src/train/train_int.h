@@ -116,8 +116,6 @@ void train_rms_norm(const float *x, const float *w, float *y, float *rstd, int64
 /* dx += d(rms_norm)/dx dy; dw += ... (dw NULL: skipped). */
 void train_rms_norm_bwd(const float *x, const float *w, const float *rstd, const float *dy,
                         float *dx, float *dw, int64_t n_rows, int64_t n);
-/* h = silu(g) * u, elementwise. */
-void train_swiglu(const float *g, const float *u, float *h, int64_t n);
 void train_swiglu_bwd(const float *g, const float *u, const float *dh, float *dg, float *du,
                       int64_t n);
 void train_add(float *y, const float *x, int64_t n);

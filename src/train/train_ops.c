@@ -203,11 +203,6 @@ void train_rms_norm_bwd(const float *x, const float *w, const float *rstd, const
     }
 }
 
-void train_swiglu(const float *g, const float *u, float *h, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
 /* silu'(g) = sig(g) (1 + g (1 - sig(g))). */
 void train_swiglu_bwd(const float *g, const float *u, const float *dh, float *dg, float *du,
                       int64_t n)
