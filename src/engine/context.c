@@ -18,7 +18,9 @@ mica_status mica_model_load(mica_model **out, const char *path, mica_err *err)
     mica_model *mm = core_calloc(1, sizeof *mm);
     if (!mm) return core_fail(err, MICA_ENOMEM, "%s: out of memory", path);
     mica_status st = model_load(&mm->m, path, err);
+    if (!st) st = model_repack(mm->m, err);
     if (st) {
+        model_free(mm->m);
         free(mm);
         return st;
     }

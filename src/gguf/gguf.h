@@ -118,6 +118,10 @@ mica_status gguf_open(gguf_file **out, const char *path, mica_err *err);
 mica_status gguf_open_memory(gguf_file **out, const void *buf, size_t size, const char *name,
                              mica_err *err);
 void gguf_close(gguf_file *f);
+/* Tells the kernel that bytes [p, p + n) of a mapped file will not be read again (their
+ * whole pages leave the process's resident memory; reading them later reads the file
+ * again). Nothing for gguf_open_memory buffers. */
+void gguf_drop_pages(const gguf_file *f, const void *p, size_t n);
 
 /* ---- metadata lookup ----------------------------------------------------------------- */
 

@@ -6,7 +6,7 @@
  * does). Typed getters are in gguf_get.c, type tables in gguf_types.c.
  * Called by model/ (mica_model_load), cli/ (mica info) and the writer's tests.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 #include "gguf_int.h"
 
 #include <assert.h>
@@ -517,6 +517,16 @@ void gguf_close(gguf_file *f)
     free(f->tensors);
     free(f->path);
     free(fi);
+}
+
+void gguf_drop_pages(const gguf_file *f, const void *p, size_t n)
+{
+    if (!f->mapped) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)p + page - 1) / page * page,
+                    hi = ((uintptr_t)p + n) / page * page;
+    assert((const uint8_t *)p >= f->base && (const uint8_t *)p + n <= f->base + f->size);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* a hint: failure is harmless */
 }
 
 static mica_status finish_open(gguf_file_int *fi, gguf_file **out, mica_err *err)

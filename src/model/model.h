@@ -83,6 +83,7 @@ typedef struct model_layer {
 
 typedef struct model {
     gguf_file *gguf;
+    void *repacked; /* the interleaved copies of model_repack, or NULL */
     const model_arch *arch;
     model_hparams hp;
     tok_vocab *vocab;
@@ -98,6 +99,16 @@ typedef struct model {
  * missing", "PATH: unsupported architecture 'x'"... */
 mica_status model_load(model **out, const char *path, mica_err *err);
 void model_free(model *m);
+
+/* Every weight-matrix view of a layer, as offsets into model_layer. */
+extern const size_t model_layer_matrices[];
+extern const size_t model_n_layer_matrices;
+
+/* Lays the weight matrices the CPU's kernels read faster interleaved (tensor_view_repack:
+ * Q4_0 on AVX-512 VNNI) out that way, in memory the model then owns, and drops their file
+ * pages from resident memory. Logits keep their bits. The embedding stays as it is (rows are
+ * looked up one by one). For inference only: training and merging read rows of the file. */
+mica_status model_repack(model *m, mica_err *err);
 
 /* ---- forward pass --------------------------------------------------------------------- */
 

@@ -430,6 +430,7 @@ void model_free(model *m)
 {
     if (!m) return;
     free(m->layers);
+    free(m->repacked);
     tok_free(m->vocab);
     gguf_close(m->gguf);
     free(m);

@@ -21,18 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The weight matrices of a layer that a tensor can be bound to. */
-static const size_t quant_layer_views[] = {
-    offsetof(model_layer, wq),           offsetof(model_layer, wk),
-    offsetof(model_layer, wv),           offsetof(model_layer, wo),
-    offsetof(model_layer, ffn_gate),     offsetof(model_layer, ffn_up),
-    offsetof(model_layer, ffn_down),     offsetof(model_layer, gate_inp),
-    offsetof(model_layer, gate_exps),    offsetof(model_layer, up_exps),
-    offsetof(model_layer, gate_up_exps), offsetof(model_layer, down_exps),
-    offsetof(model_layer, gate_shexp),   offsetof(model_layer, up_shexp),
-    offsetof(model_layer, down_shexp),
-};
-
 #define QUANT_MAX_SWAP 4 /* views one tensor can be bound to (embedding + tied output) */
 
 typedef struct quant_swap {
@@ -54,13 +42,15 @@ static void quant_swap_in(quant_swap *s, model *m, const char *name, uint32_t ty
     quant_swap_add(s, &m->tok_embd, name);
     quant_swap_add(s, &m->output, name);
     for (int32_t il = 0; il < m->hp.n_layer; il++)
-        for (size_t k = 0; k < sizeof quant_layer_views / sizeof quant_layer_views[0]; k++)
-            quant_swap_add(s, (tensor_view *)((char *)&m->layers[il] + quant_layer_views[k]), name);
+        for (size_t k = 0; k < model_n_layer_matrices; k++)
+            quant_swap_add(s, (tensor_view *)((char *)&m->layers[il] + model_layer_matrices[k]),
+                           name);
     for (int i = 0; i < s->n; i++) {
         s->saved[i] = *s->v[i];
         s->v[i]->data = data;
         s->v[i]->type = type;
         s->v[i]->row_bytes = tensor_row_size(type, s->v[i]->ne[0]);
+        s->v[i]->layout = TENSOR_LAYOUT_GGUF;
     }
 }
 

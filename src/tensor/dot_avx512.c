@@ -330,8 +330,9 @@ VNNI_FN float tensor_dot_q4_0_avx512(const void *w, const void *act, int64_t n)
  * nibbles) and then their second halves, matching 4 blocks' nibbles in one register.
  * Several rows: groups of QG_C rows (the last padded with zero rows); in a group, per block,
  * the rows' 32 quants, their scales and their starting sums. */
-#define QG_C          8                        /* activation rows per pass */
-#define QG_ROWS       16                       /* weight rows per tile: the lanes */
+#define QG_C    8  /* activation rows per pass */
+#define QG_ROWS 16 /* weight rows per tile: the lanes */
+static_assert(QG_ROWS == TENSOR_X16_ROWS, "the interleaved layout's tiles are the lanes");
 #define QG_ACT_BLOCK  (QG_C * (QK8_0 + 4 + 4)) /* bytes of one block of a group */
 #define QG_ACT_D      (QG_C * QK8_0)           /* offset of the scales in it */
 #define QG_ACT_C      (QG_ACT_D + QG_C * 4)    /* offset of the starting sums */
@@ -515,6 +516,24 @@ VNNI_FN A512_INLINE void qg_pack_w(const tensor_view *w, int64_t row0, int nr, i
         const __m512i raw =
             _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, idx, base + b * bs, 1);
         _mm512_store_ps(out + 512, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw)));
+    }
+}
+
+/* The same packing from a tile in TENSOR_LAYOUT_Q4_0_X16 (repack.c): the rows' quant dwords
+ * are already side by side, so packing is splitting the nibbles and widening the scales. */
+VNNI_FN A512_INLINE void qg_unpack_x16(const uint8_t *tile, int cls, int m, uint8_t *pack)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int p = 0; p < m; p++) {
+        const uint8_t *c = tile + ((size_t)cls + 8 * (size_t)p) * TENSOR_X16_CHUNK;
+        uint8_t *out = pack + (size_t)p * QG_PACK_BLOCK;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m512i r = _mm512_loadu_si512(c + 64 * j);
+            _mm512_store_si512(out + 64 * j, _mm512_and_si512(r, m4));
+            _mm512_store_si512(out + 64 * (4 + j), _mm512_and_si512(_mm512_srli_epi16(r, 4), m4));
+        }
+        _mm512_store_ps(out + 512, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(c + 256))));
     }
 }
 
@@ -878,9 +897,56 @@ static bool qg_use_vbmi(void)
     return v;
 }
 
-VNNI_FN A512_INLINE void qg_run(const tensor_view *w, int64_t o0, int64_t o1, const void *act,
-                                int64_t n_act, float *y, bool q4)
+/* Decode from TENSOR_LAYOUT_Q4_0_X16: a tile's 16 rows in the 16 lanes, block after block
+ * as one stream. The terms are the row kernels' ((sw * sx) * isum), added per block class
+ * (b mod 8) in block order and the classes then in order, as qg_rows_q4 adds them: the
+ * same bits. */
+VNNI_FN static void qg_rows_q4_x16(const tensor_view *w, int64_t o0, int64_t o1, const uint8_t *act,
+                                   float *y)
 {
+    const int64_t nb = w->ne[0] / QK8_0;
+    const float *ad = (const float *)(act + qg_nb16(nb) * QK8_0);
+    const int32_t *start = (const int32_t *)(ad + nb);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t t = o0; t < o1; t += QG_ROWS) {
+        const uint8_t *tile = (const uint8_t *)w->data + (size_t)t * w->row_bytes;
+        __m512 acc[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *c = tile + (size_t)b * TENSOR_X16_CHUNK;
+            /* Block b's activation quants: elements 0-15 at lo, 16-31 at lo + 64. */
+            const uint8_t *lo = act + b / 4 * 4 * QK8_0 + b % 4 * (QK8_0 / 2);
+            __m512i is = _mm512_set1_epi32(start[b]);
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                int32_t a0, a1;
+                memcpy(&a0, lo + 4 * j, 4);
+                memcpy(&a1, lo + 2 * QK8_0 + 4 * j, 4);
+                const __m512i r = _mm512_loadu_si512(c + 64 * j);
+                is = _mm512_dpbusd_epi32(is, _mm512_and_si512(r, m4), _mm512_set1_epi32(a0));
+                is = _mm512_dpbusd_epi32(is, _mm512_and_si512(_mm512_srli_epi16(r, 4), m4),
+                                         _mm512_set1_epi32(a1));
+            }
+            const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(c + 256)));
+            const __m512 term =
+                _mm512_mul_ps(_mm512_mul_ps(sw, _mm512_set1_ps(ad[b])), _mm512_cvtepi32_ps(is));
+            acc[b % 8] = _mm512_add_ps(acc[b % 8], term);
+        }
+        __m512 sum = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) sum = _mm512_add_ps(sum, acc[k]);
+        _mm512_storeu_ps(y + t, sum);
+    }
+}
+
+VNNI_FN A512_INLINE void qg_run(const tensor_view *w, int64_t o0, int64_t o1, const void *act,
+                                int64_t n_act, float *y, bool q4, bool x16)
+{
+    if (n_act == 1 && x16) {
+        qg_rows_q4_x16(w, o0, o1, act, y);
+        return;
+    }
     if (n_act == 1) {
         if (!q4)
             qg_rows_q8(w, o0, o1, act, y);
@@ -905,7 +971,10 @@ VNNI_FN A512_INLINE void qg_run(const tensor_view *w, int64_t o0, int64_t o1, co
             _mm_prefetch((const char *)nw + off, _MM_HINT_T1);
         for (int cls = 0; cls < 8 && cls < nb; cls++) {
             const int m = (int)((nb - cls + 7) / 8);
-            qg_pack_w(w, t, nr, cls, m, pack, q4);
+            if (x16)
+                qg_unpack_x16((const uint8_t *)w->data + (size_t)t * w->row_bytes, cls, m, pack);
+            else
+                qg_pack_w(w, t, nr, cls, m, pack, q4);
             for (int64_t c0 = 0; c0 < n_act; c0 += QG_C) {
                 const uint8_t *grp = (const uint8_t *)act + (size_t)(c0 / QG_C) * group_bytes;
                 float *yt = y + c0 * n_out + t;
@@ -940,13 +1009,19 @@ VNNI_FN A512_INLINE void qg_run(const tensor_view *w, int64_t o0, int64_t o1, co
 VNNI_FN static void qg_run_q8_0(const tensor_view *w, int64_t o0, int64_t o1, const void *act,
                                 int64_t n_act, float *y)
 {
-    qg_run(w, o0, o1, act, n_act, y, false);
+    qg_run(w, o0, o1, act, n_act, y, false, false);
 }
 
 VNNI_FN static void qg_run_q4_0(const tensor_view *w, int64_t o0, int64_t o1, const void *act,
                                 int64_t n_act, float *y)
 {
-    qg_run(w, o0, o1, act, n_act, y, true);
+    qg_run(w, o0, o1, act, n_act, y, true, false);
+}
+
+VNNI_FN static void qg_run_q4_0_x16(const tensor_view *w, int64_t o0, int64_t o1, const void *act,
+                                    int64_t n_act, float *y)
+{
+    qg_run(w, o0, o1, act, n_act, y, true, true);
 }
 
 const tensor_gemm tensor_gemm_q8_0_avx512 = {
@@ -964,6 +1039,7 @@ const tensor_gemm tensor_gemm_q4_0_avx512 = {
     .act_bytes = qg_act_bytes,
     .pack_act = qg_pack_act_q4_0,
     .run = qg_run_q4_0,
+    .run_x16 = qg_run_q4_0_x16,
     .act_group = QG_C,
 };
 

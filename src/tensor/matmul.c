@@ -84,16 +84,28 @@ tensor_view tensor_view_matrix(const tensor_view *v, int64_t i2)
 tensor_view tensor_view_rows(const tensor_view *v, int64_t r0, int64_t n)
 {
     assert(r0 >= 0 && n >= 0 && r0 + n <= v->ne[1] && v->ne[2] == 1);
+    assert(v->layout == TENSOR_LAYOUT_GGUF ||
+           (r0 % TENSOR_X16_ROWS == 0 && n % TENSOR_X16_ROWS == 0));
     tensor_view m = *v;
     m.data = (const uint8_t *)v->data + (size_t)r0 * v->row_bytes;
     m.ne[1] = n;
     return m;
 }
 
+/* Row o of w as the file holds it: in place, or unpacked into tmp (row_bytes; only needed
+ * for an interleaved view, whose rows are at most TENSOR_X16_MAX_BLOCKS blocks). */
+static const uint8_t *matmul_file_row(const tensor_view *w, int64_t o, uint8_t *tmp)
+{
+    if (w->layout == TENSOR_LAYOUT_GGUF) return (const uint8_t *)w->data + (size_t)o * w->row_bytes;
+    tensor_x16_unpack_row(w, o, tmp);
+    return tmp;
+}
+
 void tensor_get_row(const tensor_view *v, int64_t row, float *dst)
 {
     assert(row >= 0 && row < v->ne[1]);
-    tensor_to_f32(v->type, (const uint8_t *)v->data + (size_t)row * v->row_bytes, dst, v->ne[0]);
+    _Alignas(64) uint8_t tmp[TENSOR_X16_MAX_BLOCKS * sizeof(block_q4_0)];
+    tensor_to_f32(v->type, matmul_file_row(v, row, tmp), dst, v->ne[0]);
 }
 
 /* ---- matmul -------------------------------------------------------------------------- */
@@ -131,6 +143,15 @@ static void matmul_dot_rows(const matmul_job *j, int m, int64_t o0, int64_t o1)
     const size_t rb = w->row_bytes;
     const uint8_t *wdata = w->data;
     const int64_t tile = matmul_tile_rows(rb);
+    if (w->layout != TENSOR_LAYOUT_GGUF) { /* interleaved, but no kernel for it: row by row */
+        _Alignas(64) uint8_t tmp[TENSOR_X16_MAX_BLOCKS * sizeof(block_q4_0)];
+        for (int64_t o = o0; o < o1; o++) {
+            const uint8_t *row = matmul_file_row(w, o, tmp);
+            for (int64_t r = 0; r < j->n_rows; r++)
+                j->y[m][r * n_out + o] = j->dot(row, j->act + (size_t)r * j->act_bytes, j->k);
+        }
+        return;
+    }
     for (int64_t t0 = o0; t0 < o1; t0 += tile) {
         const int64_t t1 = t0 + tile < o1 ? t0 + tile : o1;
         for (int64_t r = 0; r < j->n_rows; r++) {
@@ -150,7 +171,9 @@ static void matmul_items(void *ctx, int64_t i0, int64_t i1, int thread)
         if (i0 >= e) continue;
         const int64_t a = i0 - s, b = (i1 < e ? i1 : e) - s, n_out = j->w[m]->ne[1];
         const int64_t o0 = a * j->item, o1 = b * j->item < n_out ? b * j->item : n_out;
-        if (j->g)
+        if (j->g && j->w[m]->layout == TENSOR_LAYOUT_Q4_0_X16)
+            j->g->run_x16(j->w[m], o0, o1, j->act, j->n_rows, j->y[m]);
+        else if (j->g)
             j->g->run(j->w[m], o0, o1, j->act, j->n_rows, j->y[m]);
         else
             matmul_dot_rows(j, m, o0, o1);
@@ -219,6 +242,17 @@ static bool matmul_can_share(const tensor_view *const *w, int n_w)
     return true;
 }
 
+/* The batched kernel for the weights, if one can read all of them in their layouts. */
+static const tensor_gemm *matmul_gemm_for(const tensor_view *const *w, int n_w)
+{
+    const uint32_t type = w[0]->type;
+    const tensor_gemm *g = type < TENSOR_MAX_TYPE ? tensor_kernels_get()->gemm[type] : NULL;
+    if (!g || w[0]->ne[0] > g->max_k) return NULL;
+    for (int i = 0; i < n_w; i++)
+        if (w[i]->layout == TENSOR_LAYOUT_Q4_0_X16 && !g->run_x16) return NULL;
+    return g;
+}
+
 void tensor_matmul_multi(tensor_pool *p, const tensor_view *const *w, int n_w, const float *x,
                          int64_t n_rows, float *const *y)
 {
@@ -229,8 +263,7 @@ void tensor_matmul_multi(tensor_pool *p, const tensor_view *const *w, int n_w, c
     }
     matmul_job j = {.n_w = n_w, .x = x, .n_rows = n_rows, .k = w[0]->ne[0]};
     const uint32_t type = w[0]->type;
-    j.g = type < TENSOR_MAX_TYPE ? tensor_kernels_get()->gemm[type] : NULL;
-    if (j.g && j.k > j.g->max_k) j.g = NULL;
+    j.g = matmul_gemm_for(w, n_w);
     j.item = j.g ? j.g->tile : 1;
     double work = 0;
     for (int i = 0; i < n_w; i++) {
@@ -268,7 +301,7 @@ void tensor_matmul_chunked(const tensor_view *w, const float *x, int64_t n_rows,
 {
     const int64_t k = w->ne[0], n_out = w->ne[1];
     const tensor_dot_fn dot = tensor_dot_kernel(w->type);
-    const uint8_t *wdata = w->data;
+    _Alignas(64) uint8_t tmp[TENSOR_X16_MAX_BLOCKS * sizeof(block_q4_0)];
     /* Big enough for MATMUL_CHUNK elements of any vec_dot type (F32 is the widest). */
     _Alignas(32) uint8_t buf[MATMUL_CHUNK * sizeof(float)];
     for (int64_t r = 0; r < n_rows; r++) {
@@ -281,7 +314,7 @@ void tensor_matmul_chunked(const tensor_view *w, const float *x, int64_t n_rows,
             tensor_convert_act(w->type, x + r * k + k0, buf, len);
             const size_t woff = tensor_row_size(w->type, k0);
             for (int64_t o = 0; o < n_out; o++)
-                yr[o] += dot(wdata + (size_t)o * w->row_bytes + woff, buf, len);
+                yr[o] += dot(matmul_file_row(w, o, tmp) + woff, buf, len);
         }
     }
 }

@@ -201,14 +201,24 @@ void tensor_pool_reset_matmul_stats(tensor_pool *p);
 
 /* ---- matrices ------------------------------------------------------------------------ */
 
+/* Rows per tile of TENSOR_LAYOUT_Q4_0_X16. */
+#define TENSOR_X16_ROWS 16
+
+/* How a view's data holds its rows. */
+typedef enum tensor_layout {
+    TENSOR_LAYOUT_GGUF = 0, /* row after row, as in the file */
+    TENSOR_LAYOUT_Q4_0_X16, /* Q4_0 rows interleaved 16 at a time (tensor_view_repack) */
+} tensor_layout;
+
 /* A weight bound from a GGUF tensor: rows of ne[0] elements, ne[1] rows per matrix, ne[2]
- * matrices (experts). Points into the model's mapping. */
+ * matrices (experts). Points into the model's mapping, or into a repacked copy. */
 typedef struct tensor_view {
     const void *data;
     uint32_t type;
     int64_t ne[GGUF_MAX_DIMS];
-    size_t row_bytes; /* tensor_row_size(type, ne[0]) */
-    const char *name; /* for messages */
+    size_t row_bytes;     /* tensor_row_size(type, ne[0]) */
+    const char *name;     /* for messages */
+    tensor_layout layout; /* the layout of data; every matrix of a view has the same */
 } tensor_view;
 
 /* Binds a gguf tensor (type must be supported; returns MICA_EUNSUPPORTED naming it). */
@@ -221,6 +231,18 @@ tensor_view tensor_view_rows(const tensor_view *v, int64_t r0, int64_t n);
 
 /* Row `row` of a (2-D) view as floats: ggml_get_rows (embedding lookup). */
 void tensor_get_row(const tensor_view *v, int64_t row, float *dst);
+
+/* Whether tensor_view_repack would lay v out for the kernels in use: Q4_0 matrices of whole
+ * tiles of 16 rows, short enough for the batched kernel, on a CPU whose kernels read the
+ * interleaved layout (AVX-512 VNNI). Reading 16 rows as one stream is what lets a
+ * prompt's matmuls skip regrouping the weights and lets decoding stream them. */
+bool tensor_view_repackable(const tensor_view *v);
+/* Bytes of all of v's matrices (the same in either layout). */
+size_t tensor_view_bytes(const tensor_view *v);
+/* Writes v's weights into dst (tensor_view_bytes, 64-byte aligned) in the interleaved layout
+ * and points v at them. tensor_matmul gives the same bits as before; tensor_get_row,
+ * tensor_view_matrix and tensor_view_rows (at multiples of 16 rows) still work. */
+void tensor_view_repack(tensor_view *v, void *dst);
 
 /* y[r][o] = sum_i W[o][i] * x[r][i] for r < n_rows, o < W.ne[1]; x rows have W.ne[0]
  * floats, y rows have W.ne[1] floats. Activations are converted as ggml does (see top).

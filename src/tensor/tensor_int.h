@@ -36,7 +36,20 @@ typedef struct tensor_gemm {
      * (of the 2-D view w) with activation row r. */
     void (*run)(const tensor_view *w, int64_t o0, int64_t o1, const void *act, int64_t n_act,
                 float *y);
+    /* The same for a view in TENSOR_LAYOUT_Q4_0_X16 (o0, o1 multiples of 16); NULL when the
+     * kernel reads only the file's layout. */
+    void (*run_x16)(const tensor_view *w, int64_t o0, int64_t o1, const void *act, int64_t n_act,
+                    float *y);
 } tensor_gemm;
+
+/* TENSOR_LAYOUT_Q4_0_X16 (repack.c): each tile of 16 rows is nb = ne[0] / 32 chunks of 288
+ * bytes, one per block column b: four 64-byte registers, register j holding bytes 4j..4j+3
+ * of the 16 quant bytes of block b of rows 0..15 (row i at bytes 4i..4i+3), then the 16
+ * rows' fp16 scales. A tile takes as many bytes as its 16 rows in the file. */
+#define TENSOR_X16_CHUNK      (TENSOR_X16_ROWS * 18)
+#define TENSOR_X16_MAX_BLOCKS 512 /* blocks of the longest repacked row (the gemm's max_k) */
+/* Row `row` of a 2-D view in TENSOR_LAYOUT_Q4_0_X16 as the file holds it (row_bytes). */
+void tensor_x16_unpack_row(const tensor_view *v, int64_t row, uint8_t *dst);
 
 /* The kernels one CPU family provides, indexed by GGUF type id: dot[w] for weights of type
  * w, act[a] to convert activations to type a. A family lists only what it accelerates;
