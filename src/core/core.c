@@ -175,6 +175,18 @@ int core_n_cpus(void)
     return n < 1 ? 1 : (int)n;
 }
 
+uint64_t core_mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
 int core_utf8_encode(uint32_t cp, char *out)
 {
     unsigned char *o = (unsigned char *)out;

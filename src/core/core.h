@@ -75,6 +75,9 @@ double core_now(void);
 
 /* Number of online CPUs (at least 1). */
 int core_n_cpus(void);
+/* Memory the system can give without swapping (Linux's MemAvailable), in bytes; 0 when it
+ * cannot be told. */
+uint64_t core_mem_available(void);
 
 /* UTF-8: length of the sequence that starts with byte c (1 for invalid lead bytes). */
 static inline int core_utf8_len(unsigned char c)

@@ -107,7 +107,8 @@ extern const size_t model_n_layer_matrices;
 /* Lays the weight matrices the CPU's kernels read faster interleaved (tensor_view_repack:
  * Q4_0 on AVX-512 VNNI) out that way, in memory the model then owns, and drops their file
  * pages from resident memory. Logits keep their bits. The embedding stays as it is (rows are
- * looked up one by one). For inference only: training and merging read rows of the file. */
+ * looked up one by one). Skipped when the copy would not fit in available memory or
+ * MICA_NO_REPACK is set (not 0). For inference only: training and merging read file rows. */
 mica_status model_repack(model *m, mica_err *err);
 
 /* ---- forward pass --------------------------------------------------------------------- */

@@ -3,7 +3,9 @@
  * layout faster (tensor_view_repack) are copied into it once, into one buffer the model owns,
  * and their pages of the file mapping are dropped, so resident memory does not double.
  * Only inference repacks (engine/'s mica_model_load): training, LoRA merging and
- * quantization read the file's rows.
+ * quantization read the file's rows. Nothing is repacked when the copy would not fit in the
+ * memory available (the mapping can be paged, the copy cannot) or when MICA_NO_REPACK is set
+ * to anything but 0 (to compare the layouts).
  *
  * Does not own: the layout and the copy (tensor/repack.c). Called by: engine/, quant/ (the
  * matrix list), tests.
@@ -27,6 +29,8 @@ const size_t model_layer_matrices[] = {
 const size_t model_n_layer_matrices = sizeof model_layer_matrices / sizeof model_layer_matrices[0];
 
 #define REPACK_ALIGN 64
+/* Memory left free after the copy (KV caches, scratch, other processes). */
+#define REPACK_MARGIN ((uint64_t)256 << 20)
 
 /* The views to repack, in a fixed order; fills v (NULL: count only) and returns how many. */
 static size_t repack_views(model *m, tensor_view **v)
@@ -55,8 +59,18 @@ static size_t repack_room(const tensor_view *v)
     return (tensor_view_bytes(v) + REPACK_ALIGN - 1) / REPACK_ALIGN * REPACK_ALIGN;
 }
 
+/* Whether the copy fits in memory: unlike the file's pages, the copy cannot be evicted, so
+ * a model larger than the free memory keeps its mapped layout (and still runs). */
+static bool repack_fits(size_t total)
+{
+    const uint64_t avail = core_mem_available();
+    return avail == 0 || (uint64_t)total + REPACK_MARGIN <= avail;
+}
+
 mica_status model_repack(model *m, mica_err *err)
 {
+    const char *off = getenv("MICA_NO_REPACK"); /* benchmarks against the file's layout */
+    if (off && *off && strcmp(off, "0")) return MICA_OK;
     assert(!m->repacked);
     const size_t n = repack_views(m, NULL);
     if (n == 0) return MICA_OK;
@@ -65,6 +79,10 @@ mica_status model_repack(model *m, mica_err *err)
     repack_views(m, v);
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += repack_room(v[i]);
+    if (!repack_fits(total)) {
+        free(v);
+        return MICA_OK;
+    }
     uint8_t *buf = aligned_alloc(REPACK_ALIGN, total);
     if (!buf) {
         free(v);

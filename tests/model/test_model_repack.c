@@ -4,14 +4,16 @@
  * MoE with an untied output; a tied qwen2): after model_repack every Q4_0 matrix the
  * kernels can read interleaved is in that layout (the embedding, a tied output and matrices
  * of partial tiles are not), the model owns the copy, and the logits of a prompt and of the
- * next decoded token are bit for bit those of the model as loaded. SKIP on CPUs whose
- * kernels read no interleaved layout.
+ * next decoded token are bit for bit those of the model as loaded; MICA_NO_REPACK=1 keeps
+ * the file's layout. SKIP on CPUs whose kernels read no interleaved layout.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "test_util.h"
 
 #include "model/model.h"
 #include "model/model_synth.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -126,12 +128,29 @@ static void test_tied_qwen2(void **state)
     check_model(&p, "qwen2", 2 * 7);
 }
 
+static void test_no_repack_variable(void **state)
+{
+    (void)state;
+    mica_err err;
+    model_synth_params p = model_synth_default_params();
+    p.type = GGUF_T_Q4_0;
+    model *m = synth_load(&p, "env");
+    setenv("MICA_NO_REPACK", "1", 1);
+    const mica_status st = model_repack(m, &err);
+    unsetenv("MICA_NO_REPACK");
+    assert_int_equal(st, MICA_OK);
+    assert_null(m->repacked);
+    assert_int_equal(count_interleaved(m), 0);
+    model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_llama),
         cmocka_unit_test(test_moe),
         cmocka_unit_test(test_tied_qwen2),
+        cmocka_unit_test(test_no_repack_variable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
